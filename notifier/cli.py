@@ -1,0 +1,158 @@
+"""The ``notifier`` command line.
+
+Every command takes ``--config``. Exit status: 0 success, 2 usage or configuration error,
+1 anything else, always with a one-line reason on standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+from notifier import __version__
+from notifier.config import Settings, load_settings
+from notifier.errors import ConfigError, NotifierError
+from notifier.logs import configure_logging
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Sequence
+    from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"notifier: {message} (see '{self.prog} --help')\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from notifier.simulator import command as simulate_command  # noqa: PLC0415 - aiohttp.web
+
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="configuration file (default: $NOTIFIER_CONFIG, else config/notifier.yaml)",
+    )
+    parser = _Parser(
+        prog="notifier",
+        description="Push events for the live audience of Storm Streaming Server clusters.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"storm-notifier {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    snapshot = commands.add_parser(
+        "snapshot",
+        parents=[common],
+        help="poll one cluster once and print its viewers as JSON lines; writes nothing",
+    )
+    snapshot.add_argument("--cluster", metavar="C", help="cluster name (needed if several)")
+    snapshot.set_defaults(handler=_snapshot)
+
+    check = commands.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the configuration and reach each Storm cluster and Redis",
+    )
+    check.add_argument("--offline", action="store_true", help="validate only; contact nothing")
+    check.set_defaults(handler=_check_config)
+
+    simulate = commands.add_parser(
+        "simulate", parents=[common], help="serve a simulated Storm cluster API"
+    )
+    simulate_command.configure_parser(simulate)
+    simulate.set_defaults(handler=_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    except NotifierError as exc:
+        return _fail(EXIT_FAILURE, str(exc))
+    except KeyboardInterrupt:
+        return _fail(130, "interrupted")
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        return _fail(EXIT_FAILURE, f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _fail(status: int, message: str) -> int:
+    print(f"notifier: {' '.join(message.split())}", file=sys.stderr)
+    return status
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config, os.environ)
+    configure_logging(fmt=settings.logging.format, level=settings.logging.level)
+    return settings
+
+
+def _run_until_signal(main_coro: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main_coro(stop)``; SIGINT and SIGTERM set ``stop`` instead of killing the process."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            return await main_coro(stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(runner())
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from notifier.commands.snapshot import snapshot  # noqa: PLC0415 - keep start-up light
+
+    settings = _load(args)
+    return asyncio.run(snapshot(settings, args.cluster, sys.stdout.buffer, sys.stderr))
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from notifier.commands.check import check_config  # noqa: PLC0415
+
+    settings = _load(args)
+    return asyncio.run(check_config(settings, sys.stdout, offline=args.offline))
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from notifier.simulator import command as simulate_command  # noqa: PLC0415
+
+    if args.config is not None or os.environ.get("NOTIFIER_CONFIG"):
+        _load(args)
+    else:
+        configure_logging(fmt="console" if sys.stderr.isatty() else "json")
+
+    async def serve(stop: asyncio.Event) -> int:
+        await simulate_command.run(args, stop)
+        return EXIT_OK
+
+    return _run_until_signal(serve)
+
+
+def run() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per command that does more than wiring: they return an exit status."""

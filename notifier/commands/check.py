@@ -1,0 +1,87 @@
+"""``notifier check-config``: validate, print a masked summary, reach every dependency."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, TextIO
+
+import yaml
+from redis.exceptions import RedisError
+
+from notifier.errors import NotifierError, StormError
+from notifier.redis_client import connect_redis
+from notifier.storm import StormClient, create_session
+
+if TYPE_CHECKING:
+    from notifier.config import ClusterSettings, RedisSettings, Settings
+
+__all__ = ["check_config", "masked_summary"]
+
+CHECK_TIMEOUT = 15.0
+
+
+def masked_summary(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data, every secret replaced by ``**********``."""
+    summary: dict[str, Any] = settings.model_dump(mode="json")
+    summary["redis"]["url"] = settings.redis.display_url()
+    return summary
+
+
+async def check_config(settings: Settings, out: TextIO, *, offline: bool = False) -> int:
+    """Print the masked settings and one line per dependency; 1 if any is unreachable."""
+    out.write("# configuration is valid; secrets are masked\n")
+    out.write(yaml.safe_dump(masked_summary(settings), sort_keys=False, allow_unicode=True))
+    if offline:
+        return 0
+    checks = [_check_cluster(cluster) for cluster in settings.clusters]
+    checks.append(_check_redis(settings.redis))
+    results = await asyncio.gather(*checks)
+    out.write("# dependencies\n")
+    for line, _ in results:
+        out.write(line + "\n")
+    failed = [line for line, ok in results if not ok]
+    if failed:
+        raise NotifierError(f"check-config: {len(failed)} of {len(results)} dependencies failed")
+    return 0
+
+
+async def _check_cluster(cluster: ClusterSettings) -> tuple[str, bool]:
+    how = "login" if cluster.auth.uses_login else "token"
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT), create_session(cluster) as session:
+            client = StormClient(cluster, session)
+            try:
+                count = await client.count()
+            finally:
+                await client.aclose()
+    except StormError as exc:
+        return f"cluster {cluster.name}: FAILED ({how}): {exc}", False
+    except TimeoutError:
+        return f"cluster {cluster.name}: FAILED: no answer within {CHECK_TIMEOUT:g}s", False
+    viewers = "an unknown number of" if count is None else str(count)
+    return f"cluster {cluster.name}: ok ({how}): {viewers} viewers", True
+
+
+async def _check_redis(settings: RedisSettings) -> tuple[str, bool]:
+    where = settings.display_url()
+    client = connect_redis(settings)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await client.ping()
+            info = await client.info("server")
+    except (RedisError, OSError, TimeoutError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        return f"redis {where}: FAILED: {reason}", False
+    finally:
+        await client.aclose()
+    version = _redis_version(info)
+    return f"redis {where}: ok (redis {version})", True
+
+
+def _redis_version(info: Any) -> str:
+    if isinstance(info, dict) and "redis_version" in info:
+        return str(info["redis_version"])
+    if isinstance(info, dict):  # a cluster answers per node
+        versions = {str(v.get("redis_version")) for v in info.values() if isinstance(v, dict)}
+        return ", ".join(sorted(versions)) or "unknown version"
+    return "unknown version"

@@ -1,0 +1,56 @@
+"""``notifier snapshot``: one poll of one cluster, printed as JSON lines; writes nothing."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, BinaryIO, TextIO
+
+from notifier.errors import ConfigError
+from notifier.storm import StormClient, create_session
+
+if TYPE_CHECKING:
+    from notifier.config import ClusterSettings, Settings
+    from notifier.storm import Poll
+
+__all__ = ["pick_cluster", "snapshot"]
+
+
+def pick_cluster(settings: Settings, name: str | None) -> ClusterSettings:
+    """The cluster named ``name``, or the only one configured."""
+    if name is not None:
+        return settings.cluster(name)
+    if len(settings.clusters) > 1:
+        names = ", ".join(c.name for c in settings.clusters)
+        raise ConfigError(f"several clusters are configured ({names}): pick one with --cluster")
+    return settings.clusters[0]
+
+
+async def snapshot(settings: Settings, cluster: str | None, out: BinaryIO, err: TextIO) -> int:
+    """Poll once, print each viewer record on ``out`` and the verdict on ``err``."""
+    chosen = pick_cluster(settings, cluster)
+    async with create_session(chosen) as session:
+        client = StormClient(chosen, session)
+        try:
+            poll = await client.poll()
+        finally:
+            await client.aclose()
+    try:
+        out.writelines(viewer.raw + b"\n" for viewer in poll.viewers.values())
+        out.flush()
+    except BrokenPipeError:  # `notifier snapshot | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # no second error at exit
+    print(verdict(poll), file=err)
+    return 0 if poll.complete else 1
+
+
+def verdict(poll: Poll) -> str:
+    """One line: complete or not, how many viewers, how it went."""
+    extra = f", {poll.duplicates} duplicates collapsed" if poll.duplicates else ""
+    extra += ", totals changed while reading" if poll.drift else ""
+    stats = f"{poll.pages} pages, {poll.requests} requests, {poll.duration:.2f}s{extra}"
+    if poll.complete:
+        return f"snapshot: {poll.cluster}: complete: {len(poll.viewers)} viewers ({stats})"
+    return (
+        f"snapshot: {poll.cluster}: INCOMPLETE: {poll.error}; the {len(poll.viewers)} viewers"
+        f" printed are not the whole audience ({stats})"
+    )

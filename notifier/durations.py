@@ -1,0 +1,34 @@
+"""Durations as operators write them: ``500ms``, ``5s``, ``2m``, ``1h``; a bare number: seconds."""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["format_duration", "parse_duration"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Return ``value`` in seconds; raise ``ValueError`` with a one-line reason if it is not one."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError("expected a duration such as 500ms, 5s, 2m or 1h")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("a duration must be a finite number of seconds, zero or more")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way they are written in the config (``1.5s``, ``500ms``, ``2m``)."""
+    if seconds and seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,172 @@
+"""`notifier simulate`: serve a simulated Storm cluster API until asked to stop."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+import structlog
+
+from notifier import durations
+from notifier.simulator.faults import Faults
+from notifier.simulator.population import PopulationSettings
+from notifier.simulator.server import SimulatorSettings, running_simulator
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["configure_parser", "parse_duration", "run", "settings_from_args"]
+
+log = structlog.get_logger("notifier.simulator")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "500ms", "2s", "1.5m", "1h" or a bare number of seconds (argparse type)."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} ({exc})") from None
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the `notifier simulate` options to `parser`."""
+    defaults, faults = PopulationSettings(), Faults()
+    net = parser.add_argument_group("listening")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    net.add_argument(
+        "--port", type=int, default=8480, help="port (default %(default)s; 0 picks a free one)"
+    )
+
+    pop = parser.add_argument_group("audience")
+    pop.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    pop.add_argument("--viewers", type=_count, default=defaults.viewers, help="initial viewers")
+    pop.add_argument(
+        "--tick",
+        type=parse_duration,
+        default=1.0,
+        help="virtual time step, e.g. 1s or 500ms (0: never step; default 1s)",
+    )
+    pop.add_argument("--join-rate", type=_rate, default=defaults.join_rate)
+    pop.add_argument("--leave-rate", type=_rate, default=defaults.leave_rate)
+    pop.add_argument("--health-change-rate", type=_rate, default=defaults.health_change_rate)
+    pop.add_argument("--no-data-rate", type=_rate, default=defaults.no_data_rate)
+    pop.add_argument(
+        "--extra-fields", action="store_true", help='add an undocumented "region" to every record'
+    )
+
+    auth = parser.add_argument_group("authentication")
+    auth.add_argument("--username", default="admin", help='login user ("" disables login)')
+    auth.add_argument("--password", default="admin", help="login password")
+    auth.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="a static Bearer token accepted forever (repeatable)",
+    )
+    auth.add_argument("--api-key", default=None, help="require this X-Api-Key on every request")
+    auth.add_argument(
+        "--token-ttl", type=parse_duration, default=faults.token_ttl, help="login token lifetime"
+    )
+
+    fault = parser.add_argument_group("faults")
+    fault.add_argument("--max-rows-per-page", type=_count, default=faults.max_rows_per_page)
+    fault.add_argument("--fault-5xx", type=_rate, default=0.0, metavar="RATE")
+    fault.add_argument("--fault-429", type=_rate, default=0.0, metavar="RATE")
+    fault.add_argument("--retry-after", type=_non_negative, default=faults.retry_after, metavar="S")
+    fault.add_argument("--fault-slow", type=_rate, default=0.0, metavar="RATE")
+    fault.add_argument(
+        "--slow-seconds", type=_non_negative, default=faults.slow_seconds, metavar="S"
+    )
+    fault.add_argument("--fault-malformed", type=_rate, default=0.0, metavar="RATE")
+    fault.add_argument("--fault-reorder", type=_rate, default=0.0, metavar="RATE")
+    fault.add_argument("--churn-per-request", type=_count, default=0, metavar="N")
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[SimulatorSettings, Faults]:
+    """The simulator settings and fault switches the parsed options describe."""
+    population = PopulationSettings(
+        seed=args.seed,
+        viewers=args.viewers,
+        join_rate=args.join_rate,
+        leave_rate=args.leave_rate,
+        health_change_rate=args.health_change_rate,
+        no_data_rate=args.no_data_rate,
+        tick_ms=max(1, round(args.tick * 1000)) if args.tick > 0 else 1000,
+        extra_fields=args.extra_fields,
+    )
+    settings = SimulatorSettings(
+        population=population,
+        username=args.username or None,
+        password=args.password if args.username else None,
+        static_tokens=tuple(args.token),
+        api_key=args.api_key,
+        tick=args.tick if args.tick > 0 else None,
+    )
+    faults = Faults(
+        seed=args.seed,
+        error_rate=args.fault_5xx,
+        rate_limit_rate=args.fault_429,
+        retry_after=args.retry_after,
+        slow_rate=args.fault_slow,
+        slow_seconds=args.slow_seconds,
+        malformed_rate=args.fault_malformed,
+        reorder_rate=args.fault_reorder,
+        churn_per_request=args.churn_per_request,
+        max_rows_per_page=max(1, args.max_rows_per_page),
+        token_ttl=args.token_ttl,
+    )
+    return settings, faults
+
+
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then shut down and log one summary line."""
+    settings, faults = settings_from_args(args)
+    async with running_simulator(settings, faults, host=args.host, port=args.port) as running:
+        log.info(
+            "simulator.listening",
+            url=running.url,
+            viewers=len(running.population),
+            seed=settings.population.seed,
+            tick=settings.tick,
+        )
+        await stop.wait()
+        stats = running.stats
+    log.info(
+        "simulator.stopped",
+        url=running.url,
+        list_requests=stats.list_requests,
+        logins=stats.logins,
+        ticks=running.population.tick,
+        viewers=len(running.population),
+    )

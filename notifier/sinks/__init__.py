@@ -1,0 +1,1 @@
+"""Sinks deliver events from the cluster streams to the outside world."""

@@ -1,0 +1,174 @@
+"""Decoding Storm API bodies: fast (msgspec), strict where it matters, verbatim where it travels.
+
+A viewer list page is decoded twice by msgspec in C: once into raw byte slices of each viewer
+record (they travel into events exactly as the API sent them, unknown fields included) and once
+into the few fields detection needs. No per-viewer pydantic, no per-viewer dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from notifier.errors import StormSchemaError
+
+__all__ = ["NO_DATA_GRADE", "Page", "Viewer", "decode_error_message", "decode_page"]
+
+NO_DATA_GRADE = "No Data"
+
+
+class Viewer(msgspec.Struct, frozen=True, gc=False):
+    """One viewer of one poll.
+
+    ``health`` is the score when the server has a measurement and ``None`` when it has none
+    (``healthGrade`` "No Data", or score 0 with no grade, or no usable score at all).
+    ``raw`` is the record exactly as the API returned it (JSON bytes).
+    """
+
+    id: str
+    health: float | None
+    health_grade: str | None
+    raw: bytes
+
+    def record(self) -> dict[str, Any]:
+        """The record as a dict (decoded on demand; the hot path never needs it)."""
+        value: dict[str, Any] = msgspec.json.decode(self.raw)
+        return value
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One page of GET /api/cluster/viewers, with whatever paging facts the server gave."""
+
+    viewers: list[Viewer]
+    total_items: int | None
+    items_per_page: int | None
+    total_pages: int | None
+    current_page: int | None
+    has_next: bool | None
+
+
+# Two views of one body, decoded by msgspec; unknown fields are skipped in C.
+class _Core(msgspec.Struct):
+    id: Any = None
+    healthScore: Any = None  # noqa: N815 - the API's spelling
+    healthGrade: Any = None  # noqa: N815
+
+
+class _CoreData(msgspec.Struct):
+    rows: list[_Core] | None = msgspec.field(default=None, name="list")
+
+
+class _CoreBody(msgspec.Struct):
+    data: _CoreData
+
+
+class _RawData(msgspec.Struct, rename="camel"):
+    rows: list[msgspec.Raw] | None = msgspec.field(default=None, name="list")
+    total_items: int | None = None
+    items_per_page: int | None = None
+    total_pages: int | None = None
+    current_page: int | None = None
+    has_next: bool | None = None
+
+
+class _RawBody(msgspec.Struct):
+    data: _RawData
+
+
+class _Message(msgspec.Struct):
+    message: Any = None
+
+
+_raw_decoder = msgspec.json.Decoder(_RawBody, strict=False)  # "3" or "true" paging values
+_core_decoder = msgspec.json.Decoder(_CoreBody)
+_message_decoder = msgspec.json.Decoder(_Message)
+
+
+class MalformedBody(ValueError):  # noqa: N818 - internal signal, caught by the client
+    """The body is not JSON at all (truncated, HTML, garbage): worth retrying."""
+
+
+def decode_page(body: bytes) -> Page:
+    """Decode a 200 body; ``MalformedBody`` if it is not JSON, ``StormSchemaError`` if misshapen."""
+    try:
+        raw = _raw_decoder.decode(body)
+        core = _core_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise StormSchemaError(f"unexpected viewer list shape: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"body is not valid JSON ({exc})") from None
+    raws = raw.data.rows or []
+    cores = core.data.rows or []
+    viewers = [
+        _viewer(index, c, bytes(r)) for index, (c, r) in enumerate(zip(cores, raws, strict=True))
+    ]
+    data = raw.data
+    return Page(
+        viewers=viewers,
+        total_items=_non_negative(data.total_items),
+        items_per_page=_positive(data.items_per_page),
+        total_pages=_non_negative(data.total_pages),
+        current_page=_positive(data.current_page),
+        has_next=data.has_next,
+    )
+
+
+def decode_viewer(record: bytes) -> Viewer:
+    """Decode one viewer record (a batch lookup's ``found`` item)."""
+    try:
+        core = msgspec.json.decode(record, type=_Core)
+    except msgspec.ValidationError as exc:
+        raise StormSchemaError(f"unexpected viewer record shape: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"body is not valid JSON ({exc})") from None
+    return _viewer(0, core, record)
+
+
+def _viewer(index: int, core: _Core, raw: bytes) -> Viewer:
+    viewer_id = core.id
+    if isinstance(viewer_id, int) and not isinstance(viewer_id, bool):
+        viewer_id = str(viewer_id)
+    if not isinstance(viewer_id, str) or not viewer_id:
+        what = "has no id" if viewer_id is None else "has an id that is not a non-empty string"
+        raise StormSchemaError(f"viewer record at $.data.list[{index}] {what}")
+    grade = core.healthGrade if isinstance(core.healthGrade, str) else None
+    return Viewer(
+        id=viewer_id, health=_health(core.healthScore, grade), health_grade=grade, raw=raw
+    )
+
+
+def _health(score: object, grade: str | None) -> float | None:
+    """The measured score, or None when the server has no measurement."""
+    if grade == NO_DATA_GRADE:
+        return None
+    if isinstance(score, str):
+        try:
+            score = float(score)
+        except ValueError:
+            return None
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        return None
+    if not math.isfinite(score) or (score == 0 and grade is None):  # 0 and no grade: no data
+        return None
+    return float(score)
+
+
+def decode_error_message(body: bytes) -> str | None:
+    """The ``message`` of an error body, cut to one short line; None if there is none."""
+    try:
+        message = _message_decoder.decode(body).message
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if not isinstance(message, str):
+        return None
+    return " ".join(message.split())[:200] or None
+
+
+def _positive(value: int | None) -> int | None:
+    return value if value is not None and value > 0 else None
+
+
+def _non_negative(value: int | None) -> int | None:
+    return value if value is not None and value >= 0 else None
