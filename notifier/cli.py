@@ -68,6 +68,30 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--offline", action="store_true", help="validate only; contact nothing")
     check.set_defaults(handler=_check_config)
 
+    run = commands.add_parser(
+        "run", parents=[common], help="the service: poll clusters and emit events until SIGTERM"
+    )
+    run.add_argument(
+        "--role",
+        choices=["poller"],
+        default="poller",
+        help="what this process runs (sink workers arrive with delivery)",
+    )
+    run.set_defaults(handler=_run)
+
+    tail = commands.add_parser(
+        "tail", parents=[common], help="follow the event streams, one JSON event per line"
+    )
+    tail.add_argument("--cluster", metavar="C", help="one cluster (default: all)")
+    tail.add_argument(
+        "--from",
+        dest="start",
+        metavar="ID",
+        default="$",
+        help="stream entry id to start after: $ (default) new events only, 0 from the start",
+    )
+    tail.set_defaults(handler=_tail)
+
     simulate = commands.add_parser(
         "simulate", parents=[common], help="serve a simulated Storm cluster API"
     )
@@ -136,6 +160,22 @@ def _check_config(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     return asyncio.run(check_config(settings, sys.stdout, offline=args.offline))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from notifier.service import run_service  # noqa: PLC0415
+
+    settings = _load(args)
+    return _run_until_signal(lambda stop: run_service(settings, stop, role=args.role))
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from notifier.commands.tail import tail  # noqa: PLC0415
+
+    settings = _load(args)
+    return _run_until_signal(
+        lambda stop: tail(settings, stop, sys.stdout.buffer, cluster=args.cluster, start=args.start)
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -169,6 +169,14 @@ class DetectionSettings(Frozen):
 
     disconnect_after_missed_polls: int = Field(default=2, ge=1, le=1000)
     health: HealthSettings = HealthSettings()
+    confirm_with_lookup: bool = Field(
+        default=True,
+        description="look tracked viewers missing from a poll up (batch endpoint) before they"
+        " count as missed: offset paging over a live audience can skip a viewer",
+    )
+    leader_lease: PositiveSeconds = Field(
+        default=5.0, description="lease of the poller leading a cluster; replicas take over after"
+    )
 
 
 class StreamSettings(Frozen):

@@ -2,12 +2,13 @@
 
     NotifierError                 anything this package raises on purpose
     ├── ConfigError               the configuration file or environment is invalid (exit 2)
-    └── StormError                talking to a Storm cluster went wrong
-        ├── StormAuthError        login refused, or a token rejected even after a fresh login
-        ├── StormRequestError     the cluster refused the request itself (a non-retryable 4xx)
-        ├── StormUnavailable      retries exhausted within the poll budget (5xx, 429, timeouts,
-        │                         connection errors, malformed bodies)
-        └── StormSchemaError      a body that does not have the documented shape
+    ├── StormError                talking to a Storm cluster went wrong
+    │   ├── StormAuthError        login refused, or a token rejected even after a fresh login
+    │   ├── StormRequestError     the cluster refused the request itself (a non-retryable 4xx)
+    │   ├── StormUnavailable      retries exhausted within the poll budget (5xx, 429, timeouts,
+    │   │                         connection errors, malformed bodies)
+    │   └── StormSchemaError      a body that does not have the documented shape
+    └── StateError                what Redis holds for a cluster is not what this version wrote
 
 Every message is one line a person can act on and never holds a secret.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "NotifierError",
+    "StateError",
     "StormAuthError",
     "StormError",
     "StormRequestError",
@@ -55,3 +57,7 @@ class StormUnavailable(StormError):  # noqa: N818 - reads as a state, like httpx
 
 class StormSchemaError(StormError):
     """The cluster answered 200 with a body that does not have the documented shape."""
+
+
+class StateError(NotifierError):
+    """The state in Redis cannot be read; the message names the key and the entry."""

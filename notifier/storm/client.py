@@ -197,7 +197,7 @@ class StormClient:
                 duration=round(poll.duration, 3),
             )
         else:
-            self._log.warning("storm.poll_incomplete", error=error, pages=poll.pages)
+            self._log.debug("storm.poll_incomplete", error=error, pages=poll.pages)
         return poll
 
     async def count(self) -> int | None:

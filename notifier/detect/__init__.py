@@ -1,0 +1,1 @@
+"""Change detection: successive polls in, exactly-once viewer events out."""

@@ -1,0 +1,81 @@
+"""The leader lease of one cluster, with a fencing token.
+
+``P:{C}:lease`` holds ``owner:token`` with a TTL; ``token`` comes from ``INCR P:{C}:fence`` at
+every new acquisition, so a poller that lost the lease (paused, partitioned) holds a value no
+longer in Redis, and the commit script rejects its writes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from notifier.keys import ClusterKeys
+    from notifier.redis_client import AnyRedis
+
+__all__ = ["Lease", "new_owner_id"]
+
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return current
+end
+if current then return false end
+local value = ARGV[1] .. ':' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return value
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def new_owner_id() -> str:
+    """A name for this poller that no other process shares: host, pid and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    """Acquire, keep and give back the lease of one cluster."""
+
+    def __init__(self, redis: AnyRedis, keys: ClusterKeys, owner: str, *, ttl: float) -> None:
+        if ":" in owner:
+            raise ValueError("a lease owner id cannot contain ':'")
+        self._keys = keys
+        self._owner = owner
+        self._ttl_ms = max(int(ttl * 1000), 1)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
+        self.value: str | None = None
+
+    @property
+    def held(self) -> bool:
+        """True while the last acquire or renew succeeded."""
+        return self.value is not None
+
+    async def acquire(self) -> bool:
+        """Take the lease if it is free, or extend it if it is ours; False if another holds it."""
+        value = await self._acquire(
+            keys=[self._keys.lease, self._keys.fence], args=[self._owner, self._ttl_ms]
+        )
+        if not value:
+            self.value = None
+            return False
+        self.value = value.decode() if isinstance(value, bytes) else str(value)
+        return True
+
+    async def release(self) -> None:
+        """Give the lease back at once, so a replica takes over without waiting for the TTL."""
+        value, self.value = self.value, None
+        if value is not None:
+            await self._release(keys=[self._keys.lease], args=[value])
+
+    def forget(self) -> None:
+        """Stop believing we hold the lease (a commit was fenced, or Redis was lost)."""
+        self.value = None

@@ -1,0 +1,175 @@
+"""The detection rules of SPEC section 4, as one pure function: (state, poll) -> (state, events).
+
+No Redis, no HTTP, no clock: everything comes in as arguments, so the rules can be tested over
+any sequence of polls.
+
+- ``viewer.connected``: an id in a complete poll that is not tracked yet.
+- ``viewer.disconnected``: a tracked id absent from ``disconnect_after_missed_polls``
+  consecutive complete polls; it carries the last record seen and when it was seen.
+- ``viewer.health_dropped``: healthScore < ``drop_below`` in ``consecutive_polls`` consecutive
+  polls that have data; ``viewer.health_recovered``: after a drop, healthScore >= ``recover_at``
+  in ``consecutive_polls`` consecutive polls that have data. A poll without a measurement (or
+  without the viewer) neither counts nor resets.
+- Per viewer, events come in causal order: connected, drops and recoveries, disconnected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from notifier.events import iso_time
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from notifier.config import DetectionSettings, HealthSettings
+    from notifier.events import EventType
+    from notifier.storm import Viewer
+
+__all__ = ["Detection", "Emission", "Track", "detect"]
+
+
+class Track(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What is remembered of one tracked viewer.
+
+    ``record`` and ``seen_at`` are the newest in memory; Redis holds them as of the last time
+    anything else about the viewer changed (at the latest, the poll in which it went missing),
+    so a disconnected event always carries the last record seen.
+    """
+
+    record: bytes
+    seen_at: int  # ms: start of the last complete poll that saw the viewer
+    missed: int = 0
+    dropped: bool = False
+    streak: int = 0  # consecutive polls with data heading for the next health transition
+    anchor_score: float | None = None  # the last measurement before the streak began
+    anchor_grade: str | None = None
+    last_score: float | None = None  # the last measurement (memory; Redis may lag)
+    last_grade: str | None = None
+
+    def persisted_part(self) -> tuple[int, bool, int, float | None, str | None]:
+        """The fields whose change must reach Redis (the rest may lag behind)."""
+        return (self.missed, self.dropped, self.streak, self.anchor_score, self.anchor_grade)
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """One event to emit: its type, the viewer, its record, and the extra ``data`` fields."""
+
+    type: EventType
+    viewer_id: str
+    record: bytes
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """The result of one complete poll."""
+
+    state: dict[str, Track]  # every viewer tracked after this poll
+    upserts: dict[str, Track]  # entries Redis must write
+    deletes: list[str]  # entries Redis must remove
+    emissions: list[Emission]  # in emission order
+
+
+def detect(
+    tracked: Mapping[str, Track],
+    seen: Mapping[str, Viewer],
+    *,
+    polled_at: int,
+    settings: DetectionSettings,
+) -> Detection:
+    """Apply one complete poll (``seen``: every viewer in it) to the tracked state."""
+    state: dict[str, Track] = {}
+    upserts: dict[str, Track] = {}
+    deletes: list[str] = []
+    emissions: list[Emission] = []
+    health = settings.health
+    for viewer_id, viewer in seen.items():
+        before = tracked.get(viewer_id)
+        if before is None:
+            emissions.append(Emission("viewer.connected", viewer_id, viewer.raw, {}))
+            base = Track(record=viewer.raw, seen_at=polled_at)
+        else:
+            base = msgspec.structs.replace(before, record=viewer.raw, seen_at=polled_at, missed=0)
+        after = _observe_health(base, viewer, health, emissions)
+        state[viewer_id] = after
+        if before is None or before.persisted_part() != after.persisted_part():
+            upserts[viewer_id] = after
+    limit = settings.disconnect_after_missed_polls
+    for viewer_id, before in tracked.items():
+        if viewer_id in seen:
+            continue
+        missed = before.missed + 1
+        if missed >= limit:
+            data = {"lastSeenAt": iso_time(before.seen_at)}
+            emissions.append(Emission("viewer.disconnected", viewer_id, before.record, data))
+            deletes.append(viewer_id)
+        else:
+            after = msgspec.structs.replace(before, missed=missed)
+            state[viewer_id] = upserts[viewer_id] = after
+    return Detection(state=state, upserts=upserts, deletes=deletes, emissions=emissions)
+
+
+def _observe_health(
+    track: Track, viewer: Viewer, health: HealthSettings, emissions: list[Emission]
+) -> Track:
+    score = viewer.health
+    if score is None:  # no measurement: neither counts nor resets
+        return track
+    grade = viewer.health_grade
+    if track.dropped:
+        heading = score >= health.recover_at
+        event: EventType = "viewer.health_recovered"
+        threshold = health.recover_at
+    else:
+        heading = score < health.drop_below
+        event = "viewer.health_dropped"
+        threshold = health.drop_below
+    if not heading:
+        return msgspec.structs.replace(
+            track,
+            streak=0,
+            anchor_score=None,
+            anchor_grade=None,
+            last_score=score,
+            last_grade=grade,
+        )
+    if track.streak == 0:
+        anchor_score, anchor_grade = track.last_score, track.last_grade
+    else:
+        anchor_score, anchor_grade = track.anchor_score, track.anchor_grade
+    streak = track.streak + 1
+    if streak < health.consecutive_polls:
+        return msgspec.structs.replace(
+            track,
+            streak=streak,
+            anchor_score=anchor_score,
+            anchor_grade=anchor_grade,
+            last_score=score,
+            last_grade=grade,
+        )
+    data = {
+        "previous": {"healthScore": _number(anchor_score), "healthGrade": anchor_grade},
+        "threshold": _number(threshold),
+    }
+    emissions.append(Emission(event, viewer.id, viewer.raw, data))
+    return msgspec.structs.replace(
+        track,
+        dropped=not track.dropped,
+        streak=0,
+        anchor_score=None,
+        anchor_grade=None,
+        last_score=score,
+        last_grade=grade,
+    )
+
+
+def _number(value: float | None) -> float | int | None:
+    """Whole numbers as ints, the way the API writes scores."""
+    if value is not None and value == int(value):
+        return int(value)
+    return value

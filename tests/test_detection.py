@@ -1,0 +1,335 @@
+"""Detection against a real redis-server: the store, the lease, and the poller end to end."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from notifier.config import DetectionSettings
+from notifier.detect.lease import Lease
+from notifier.detect.poller import Poller, next_slot
+from notifier.detect.rules import Detection, Track, detect
+from notifier.detect.store import CommitOutcome, EncodedEvent, StateStore
+from notifier.errors import StateError
+from notifier.keys import ClusterKeys
+from notifier.simulator import Change, Faults, PopulationSettings, SimulatorSettings
+from notifier.storm import StormClient, Viewer, create_session
+
+from .conftest import FAST_BACKOFF, cluster_settings
+from .detection_support import (
+    actual_events,
+    assert_well_formed,
+    expected_events,
+    lockstep,
+    stream_events,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+KEYS = ClusterKeys("t", "sim")
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the private redis-server."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def _viewer(vid: str, score: int = 90) -> Viewer:
+    raw = json.dumps({"id": vid, "healthScore": score, "healthGrade": "Good"}).encode()
+    return Viewer(id=vid, health=score, health_grade="Good", raw=raw)
+
+
+def _detect(tracked: dict[str, Track], *ids: str) -> Detection:
+    return detect(tracked, {i: _viewer(i) for i in ids}, polled_at=1, settings=DetectionSettings())
+
+
+def _event(n: int) -> EncodedEvent:
+    return EncodedEvent(type="viewer.connected", id=str(uuid.uuid4()), body=b'{"n":%d}' % n)
+
+
+# --- the store and the lease -----------------------------------------------------------------
+
+
+async def test_an_empty_cluster_loads_at_generation_zero_with_a_stable_epoch(redis: Redis) -> None:
+    """First load creates the epoch; later loads keep it."""
+    store = StateStore(redis, KEYS, maxlen=1000)
+    first = await store.load()
+    assert (first.generation, first.sequence, first.tracked) == (0, 0, {})
+    assert (await store.load()).epoch == first.epoch
+
+
+async def test_commit_applies_changes_events_and_generation_atomically(redis: Redis) -> None:
+    """A commit writes the changed entries, the events with their fields, and generation + 1."""
+    store = StateStore(redis, KEYS, maxlen=1000)
+    lease = Lease(redis, KEYS, "me", ttl=10)
+    assert await lease.acquire()
+    assert lease.value is not None
+    snapshot = await store.load()
+    detection = _detect({}, "a", "b")
+    events = [_event(1), _event(2)]
+    outcome, generation = await store.commit(
+        snapshot, detection, events, lease=lease.value, polled_at=7
+    )
+    assert (outcome, generation) == (CommitOutcome.COMMITTED, 1)
+    loaded = await store.load()
+    assert (loaded.generation, loaded.sequence) == (1, 2)
+    assert loaded.tracked == detection.state
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(KEYS.events)  # type: ignore[assignment]
+    assert [(f[b"type"], f[b"id"].decode(), f[b"event"]) for _, f in entries] == [
+        (b"viewer.connected", e.id, e.body) for e in events
+    ]
+    meta = await redis.hgetall(KEYS.meta)
+    assert (meta[b"polls"], meta[b"polled_at"]) == (b"1", b"7")
+    once = _detect(loaded.tracked, "a")  # b missed once: an upsert
+    outcome, _ = await store.commit(loaded, once, [], lease=lease.value, polled_at=8)
+    assert outcome is CommitOutcome.COMMITTED
+    reloaded = await store.load()
+    assert reloaded.tracked["b"].missed == 1
+    twice = _detect(reloaded.tracked, "a")  # b missed twice: a delete
+    assert twice.deletes == ["b"]
+    outcome, _ = await store.commit(reloaded, twice, [_event(3)], lease=lease.value, polled_at=9)
+    assert outcome is CommitOutcome.COMMITTED
+    assert set(await redis.hkeys(KEYS.viewers)) == {b"a"}
+    assert (await store.load()).sequence == 3
+
+
+async def test_a_stale_or_fenced_commit_writes_nothing(redis: Redis) -> None:
+    """A commit computed against an old generation, or without the lease, changes nothing."""
+    store = StateStore(redis, KEYS, maxlen=1000)
+    lease = Lease(redis, KEYS, "me", ttl=10)
+    assert await lease.acquire()
+    assert lease.value is not None
+    snapshot = await store.load()
+    ok, _ = await store.commit(
+        snapshot, _detect({}, "a"), [_event(1)], lease=lease.value, polled_at=1
+    )
+    assert ok is CommitOutcome.COMMITTED
+    # The same commit again (a retry after a lost reply) is stale: no duplicate event.
+    again, generation = await store.commit(
+        snapshot, _detect({}, "a"), [_event(1)], lease=lease.value, polled_at=1
+    )
+    assert (again, generation) == (CommitOutcome.STALE, 1)
+    fresh = await store.load()
+    fenced, _ = await store.commit(
+        fresh, _detect(fresh.tracked, "a", "b"), [_event(2)], lease="someone-else:99", polled_at=2
+    )
+    assert fenced is CommitOutcome.FENCED
+    assert await redis.xlen(KEYS.events) == 1
+    assert (await store.load()).tracked.keys() == {"a"}
+
+
+async def test_the_stream_is_trimmed_approximately(redis: Redis) -> None:
+    """XADD carries MAXLEN ~ streams.maxlen."""
+    store = StateStore(redis, KEYS, maxlen=100)
+    lease = Lease(redis, KEYS, "me", ttl=10)
+    assert await lease.acquire()
+    assert lease.value is not None
+    for round_ in range(5):
+        snapshot = await store.load()
+        events = [_event(round_ * 1000 + i) for i in range(300)]
+        outcome, _ = await store.commit(
+            snapshot, _detect(snapshot.tracked), events, lease=lease.value, polled_at=round_
+        )
+        assert outcome is CommitOutcome.COMMITTED
+    assert 100 <= await redis.xlen(KEYS.events) < 600
+    assert (await store.load()).sequence == 1500
+
+
+async def test_unreadable_state_is_a_clear_error(redis: Redis) -> None:
+    """An entry this version did not write is named in a one-line StateError."""
+    store = StateStore(redis, KEYS, maxlen=1000)
+    await redis.hset(KEYS.viewers, "v_bad", b"not msgpack of a track")
+    with pytest.raises(StateError, match=r"t:\{sim\}:viewers: entry 'v_bad' is not a state"):
+        await store.load()
+
+
+async def test_leases_exclude_others_and_hand_out_rising_fencing_tokens(redis: Redis) -> None:
+    """One holder at a time; renewal keeps the token; a new holder gets a higher one."""
+    a = Lease(redis, KEYS, "a", ttl=10)
+    b = Lease(redis, KEYS, "b", ttl=10)
+    assert await a.acquire()
+    assert not await b.acquire()
+    first = a.value
+    assert await a.acquire()
+    assert a.value == first
+    await a.release()
+    assert await b.acquire()
+    assert b.value is not None
+    assert first is not None
+    assert int(b.value.rsplit(":", 1)[1]) > int(first.rsplit(":", 1)[1])
+    await redis.pexpire(KEYS.lease, 1)  # b's lease runs out
+    await redis.delete(KEYS.lease)
+    assert await a.acquire()
+    assert a.value is not None
+    assert int(a.value.rsplit(":", 1)[1]) > int(b.value.rsplit(":", 1)[1])
+
+
+def test_polls_start_on_a_fixed_grid_and_skip_missed_slots() -> None:
+    """The next slot stays on the grid; an overrun skips slots instead of piling up."""
+    assert next_slot(10.0, 5.0, 11.0) == 15.0
+    assert next_slot(10.0, 5.0, 15.0) == 15.0
+    assert next_slot(10.0, 5.0, 27.5) == 30.0
+
+
+# --- the poller against the simulator --------------------------------------------------------
+
+
+@asynccontextmanager
+async def poller_for(
+    url: str, redis: Redis, detection: DetectionSettings, **cluster: Any
+) -> AsyncIterator[Poller]:
+    settings = cluster_settings(url, **cluster)
+    async with create_session(settings) as session:
+        client = StormClient(settings, session, backoff=FAST_BACKOFF)
+        store = StateStore(redis, KEYS, maxlen=100_000)
+        lease = Lease(redis, KEYS, f"test-{uuid.uuid4().hex[:6]}", ttl=30)
+        yield Poller(settings, detection, client=client, store=store, lease=lease)
+        await client.aclose()
+
+
+async def test_events_match_the_ground_truth_through_faults(redis_url: str, redis: Redis) -> None:
+    """Churn, health changes, No Data, capped pages, 5xx, 429, bad bodies, expiring tokens:
+    the stream holds exactly the events the rules give over the true population states."""
+    faults = Faults(
+        seed=2,
+        max_rows_per_page=25,
+        error_rate=0.05,
+        rate_limit_rate=0.03,
+        retry_after=0.01,
+        malformed_rate=0.03,
+    )
+    population = PopulationSettings(
+        seed=3,
+        viewers=150,
+        join_rate=0.08,
+        leave_rate=0.08,
+        health_change_rate=0.3,
+        no_data_rate=0.15,
+    )
+    detection = DetectionSettings()
+    async with (
+        lockstep(SimulatorSettings(population=population), faults, redis_url, KEYS) as sim,
+        poller_for(sim.url, redis, detection, page_size=100) as poller,
+    ):
+        cycles = 0
+        while await sim.polls() < 40:
+            if cycles in (5, 25):  # tokens die now and then (logins are capped at 5 a minute)
+                sim.simulator.faults.script("expire-token")
+            if cycles % 13 == 0:
+                sim.simulator.faults.script("503", "429", "truncated")
+            await poller.cycle()
+            cycles += 1
+            assert cycles < 400
+        final = await sim.polls()
+        events = await stream_events(redis, KEYS.events)
+    assert_well_formed(events, "sim")
+    assert actual_events(events) == expected_events(sim.states[:final], detection)
+    kinds = {e["type"] for e in events}
+    assert kinds == {
+        "viewer.connected",
+        "viewer.disconnected",
+        "viewer.health_dropped",
+        "viewer.health_recovered",
+    }
+
+
+async def test_a_restarted_poller_carries_on_from_redis(redis_url: str, redis: Redis) -> None:
+    """A new poller (empty memory) picks up the state, sequence and epoch where Redis has them."""
+    population = PopulationSettings(
+        seed=5, viewers=80, join_rate=0.1, leave_rate=0.1, health_change_rate=0.3
+    )
+    detection = DetectionSettings()
+    async with lockstep(SimulatorSettings(population=population), Faults(), redis_url, KEYS) as sim:
+        for _ in range(3):  # three processes in a row, each doing a few polls
+            async with poller_for(sim.url, redis, detection) as poller:
+                for _ in range(6):
+                    await poller.cycle()
+                await poller.close()  # a clean stop: newest records saved, lease given back
+        final = await sim.polls()
+        events = await stream_events(redis, KEYS.events)
+    assert final == 18
+    assert_well_formed(events, "sim")
+    assert actual_events(events) == expected_events(sim.states[:final], detection)
+
+
+async def test_an_incomplete_poll_changes_nothing(redis_url: str, redis: Redis) -> None:
+    """A poll that fails part-way commits nothing: no disconnects for the unread viewers."""
+    async with lockstep(
+        SimulatorSettings(population=PopulationSettings(viewers=60)),
+        Faults(max_rows_per_page=10),
+        redis_url,
+        KEYS,
+    ) as sim:
+        async with poller_for(
+            sim.url, redis, DetectionSettings(), page_size=10, poll_budget="200ms"
+        ) as poller:
+            await poller.cycle()
+            assert await sim.polls() == 1
+            sim.simulator.faults.script("ok", "ok", *["500"] * 100)
+            for _ in range(3):
+                await poller.cycle()
+            sim.simulator.faults.script()
+        assert await sim.polls() == 1
+        assert await redis.xlen(KEYS.events) == 60
+
+
+async def test_paging_drift_causes_no_false_disconnect_and_no_duplicate(
+    redis_url: str, redis: Redis
+) -> None:
+    """Viewers shifting between pages mid-pass (and pages read in a reshuffled order) are
+    confirmed by lookup: nobody still connected is disconnected, nobody is connected twice."""
+    faults = Faults(seed=9, max_rows_per_page=20, churn_per_request=2, reorder_rate=0.15)
+    population = PopulationSettings(seed=4, viewers=300, join_rate=0.03, leave_rate=0.03)
+    left_at: dict[str, int] = {}
+    async with lockstep(SimulatorSettings(population=population), faults, redis_url, KEYS) as sim:
+
+        def record(changes: list[Change]) -> None:
+            for change in changes:
+                if change.kind == "left":
+                    left_at[change.viewer_id] = sim.committed
+
+        sim.simulator.change_listeners.append(record)
+        original_step = sim.simulator.population.step
+
+        def step_and_record() -> list[Change]:
+            changes = original_step()
+            record(changes)
+            return changes
+
+        sim.simulator.population.step = step_and_record  # type: ignore[method-assign]
+        async with poller_for(sim.url, redis, DetectionSettings(), page_size=20) as poller:
+            while await sim.polls() < 30:
+                await poller.cycle()
+        final = await sim.polls()
+        present = sim.simulator.population.ids()
+        events = await stream_events(redis, KEYS.events)
+    assert_well_formed(events, "sim")
+    history: dict[str, list[str]] = {}
+    for event in events:
+        history.setdefault(event["subject"], []).append(event["type"])
+    for vid, kinds in history.items():
+        lifecycle = [k for k in kinds if k in ("viewer.connected", "viewer.disconnected")]
+        assert lifecycle in (["viewer.connected"], ["viewer.connected", "viewer.disconnected"])
+        if "viewer.disconnected" in lifecycle:
+            assert vid not in present, f"{vid} was disconnected while still connected"
+    for vid in present:
+        if vid not in left_at:
+            assert history.get(vid, [None])[0] in ("viewer.connected", None)
+    for vid, when in left_at.items():
+        if when <= final - 4 and vid in history:
+            assert history[vid][-1] == "viewer.disconnected", f"{vid} left but stayed tracked"
+    stored: dict[bytes, bytes] = await redis.hgetall(KEYS.viewers)  # type: ignore[assignment]
+    tracked = {k.decode() for k in stored}
+    assert tracked <= present | {v for v, w in left_at.items() if w > final - 4}
+    for blob in stored.values():
+        msgspec.msgpack.decode(blob, type=Track)

@@ -1,0 +1,295 @@
+"""The pure detection rules: examples, and properties over random poll sequences."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notifier.config import DetectionSettings
+from notifier.detect.rules import Detection, Track, detect
+from notifier.storm import Viewer
+
+SETTINGS = DetectionSettings()  # 2 missed polls, drop < 50, recover >= 70, 2 consecutive
+
+
+def viewer(
+    vid: str, score: float | None = 90, grade: str | None = "Very Good", **extra: Any
+) -> Viewer:
+    record = {
+        "id": vid,
+        "healthScore": 0 if score is None else score,
+        "healthGrade": grade,
+        **extra,
+    }
+    if score is None:
+        record["healthGrade"] = "No Data"
+    raw = json.dumps(record).encode()
+    return Viewer(id=vid, health=score, health_grade=None if score is None else grade, raw=raw)
+
+
+def step(
+    tracked: dict[str, Track], *viewers: Viewer, at: int = 0, config: DetectionSettings = SETTINGS
+) -> Detection:
+    return detect(tracked, {v.id: v for v in viewers}, polled_at=at, settings=config)
+
+
+def types(detection: Detection) -> list[tuple[str, str]]:
+    return [(e.type, e.viewer_id) for e in detection.emissions]
+
+
+def per_viewer(events: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Events grouped by viewer, in order: the order across viewers carries no meaning."""
+    grouped: dict[str, list[str]] = {}
+    for kind, vid in events:
+        grouped.setdefault(vid, []).append(kind)
+    return grouped
+
+
+def test_a_new_viewer_is_connected_once() -> None:
+    """First sight emits connected with the record; later sights emit nothing."""
+    first = step({}, viewer("a"), at=1000)
+    assert types(first) == [("viewer.connected", "a")]
+    assert first.emissions[0].record == viewer("a").raw
+    assert set(first.upserts) == {"a"}
+    second = step(first.state, viewer("a", duration=5), at=2000)
+    assert types(second) == []
+    assert second.upserts == {}  # only the record moved: nothing for Redis to write
+    assert second.state["a"].seen_at == 2000
+    assert json.loads(second.state["a"].record)["duration"] == 5
+
+
+def test_disconnect_needs_consecutive_missed_polls_and_carries_the_last_record() -> None:
+    """One miss is remembered; the second consecutive miss disconnects with the last record."""
+    state = step({}, viewer("a"), viewer("b"), at=1000).state
+    last = viewer("a", 80, "Very Good", duration=99)
+    state = step(state, last, viewer("b"), at=2000).state
+    missed_once = step(state, viewer("b"), at=3000)
+    assert types(missed_once) == []
+    assert missed_once.upserts["a"].missed == 1
+    assert missed_once.upserts["a"].record == last.raw  # Redis gets the last record now
+    back = step(missed_once.state, viewer("a"), viewer("b"), at=4000)
+    assert types(back) == []
+    assert back.upserts["a"].missed == 0
+    state = step(back.state, viewer("b"), at=5000).state
+    gone = step(state, viewer("b"), at=6000)
+    assert types(gone) == [("viewer.disconnected", "a")]
+    (event,) = gone.emissions
+    assert event.data == {"lastSeenAt": "1970-01-01T00:00:04.000Z"}
+    assert gone.deletes == ["a"]
+    assert "a" not in gone.state
+
+
+def test_health_drop_needs_consecutive_polls_with_data() -> None:
+    """A drop fires on the 2nd low sample; "No Data" and absence neither count nor reset."""
+    state = step({}, viewer("a", 85, "Very Good")).state
+    low1 = step(state, viewer("a", 30, "Bad"))
+    assert types(low1) == []
+    no_data = step(low1.state, viewer("a", None))
+    assert types(no_data) == []
+    absent = step(no_data.state)
+    assert types(absent) == []
+    low2 = step(absent.state, viewer("a", 20, "Very Bad"))
+    assert types(low2) == [("viewer.health_dropped", "a")]
+    (event,) = low2.emissions
+    assert event.data == {
+        "previous": {"healthScore": 85, "healthGrade": "Very Good"},
+        "threshold": 50,
+    }
+    assert low2.upserts["a"].dropped is True
+
+
+def test_a_good_sample_resets_the_drop_streak() -> None:
+    """low, ok, low: no drop, the count starts again."""
+    state = step({}, viewer("a", 90)).state
+    for score in (40, 60, 40):
+        detection = step(state, viewer("a", score, "x"))
+        assert types(detection) == []
+        state = detection.state
+    assert types(step(state, viewer("a", 45, "x"))) == [("viewer.health_dropped", "a")]
+
+
+def test_recovery_has_hysteresis() -> None:
+    """After a drop, scores between the thresholds neither recover nor drop again."""
+    config = DetectionSettings.model_validate({"health": {"consecutive_polls": 1}})
+    state = step({}, viewer("a", 90), config=config).state
+    dropped = step(state, viewer("a", 10, "Very Bad"), config=config)
+    assert types(dropped) == [("viewer.health_dropped", "a")]
+    state = dropped.state
+    for score in (60, 65, 40, 69):
+        detection = step(state, viewer("a", score, "x"), config=config)
+        assert types(detection) == []
+        state = detection.state
+    recovered = step(state, viewer("a", 70, "Good"), config=config)
+    assert types(recovered) == [("viewer.health_recovered", "a")]
+    assert recovered.emissions[0].data == {
+        "previous": {"healthScore": 69, "healthGrade": "x"},
+        "threshold": 70,
+    }
+
+
+def test_a_new_viewer_with_bad_health_connects_before_it_drops() -> None:
+    """With one-poll confirmation, a bad first sample emits connected, then dropped."""
+    config = DetectionSettings.model_validate({"health": {"consecutive_polls": 1}})
+    detection = step({}, viewer("a", 5, "Very Bad"), config=config)
+    assert types(detection) == [("viewer.connected", "a"), ("viewer.health_dropped", "a")]
+    assert detection.emissions[1].data["previous"] == {"healthScore": None, "healthGrade": None}
+
+
+def test_tracks_round_trip_through_msgpack() -> None:
+    """What Redis stores decodes to the same Track."""
+    track = Track(
+        record=b'{"id":"a"}',
+        seen_at=5,
+        missed=1,
+        dropped=True,
+        streak=1,
+        anchor_score=42.5,
+        anchor_grade="Bad",
+        last_score=30,
+        last_grade="Bad",
+    )
+    blob = msgspec.msgpack.encode(track)
+    assert msgspec.msgpack.decode(blob, type=Track) == track
+
+
+# --- properties over random poll sequences ---------------------------------------------------
+
+IDS = ["a", "b", "c", "d"]
+sample = st.one_of(st.none(), st.integers(min_value=0, max_value=100))
+poll_strategy = st.dictionaries(st.sampled_from(IDS), sample, max_size=len(IDS))
+config_strategy = st.builds(
+    lambda missed, drop, gap, consecutive: DetectionSettings.model_validate(
+        {
+            "disconnect_after_missed_polls": missed,
+            "health": {
+                "drop_below": drop,
+                "recover_at": drop + gap,
+                "consecutive_polls": consecutive,
+            },
+        }
+    ),
+    st.integers(1, 3),
+    st.integers(1, 90),
+    st.integers(0, 10),
+    st.integers(1, 3),
+)
+
+
+def _viewers(poll: dict[str, int | None]) -> list[Viewer]:
+    return [viewer(vid, score, "g") for vid, score in poll.items()]
+
+
+class Oracle:
+    """An independent, deliberately plain model of SPEC section 4, per viewer."""
+
+    def __init__(self, config: DetectionSettings) -> None:
+        self.config = config
+        self.present: dict[str, dict[str, Any]] = {}
+
+    def step(self, poll: dict[str, int | None]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        health = self.config.health
+        for vid, score in poll.items():
+            v = self.present.get(vid)
+            if v is None:
+                out.append(("viewer.connected", vid))
+                v = self.present[vid] = {"missed": 0, "dropped": False, "run": 0}
+            v["missed"] = 0
+            if score is None:
+                continue
+            bad = score < health.drop_below if not v["dropped"] else score >= health.recover_at
+            v["run"] = v["run"] + 1 if bad else 0
+            if v["run"] == health.consecutive_polls:
+                kind = "viewer.health_recovered" if v["dropped"] else "viewer.health_dropped"
+                out.append((kind, vid))
+                v["dropped"] = not v["dropped"]
+                v["run"] = 0
+        for vid in [vid for vid in self.present if vid not in poll]:
+            self.present[vid]["missed"] += 1
+            if self.present[vid]["missed"] == self.config.disconnect_after_missed_polls:
+                out.append(("viewer.disconnected", vid))
+                del self.present[vid]
+        return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(config=config_strategy, polls=st.lists(poll_strategy, max_size=25))
+def test_rules_match_an_independent_model(
+    config: DetectionSettings, polls: list[dict[str, int | None]]
+) -> None:
+    """Over any poll sequence the events equal those of a plain reference model."""
+    oracle = Oracle(config)
+    state: dict[str, Track] = {}
+    for at, poll in enumerate(polls):
+        detection = step(state, *_viewers(poll), at=at, config=config)
+        assert per_viewer(types(detection)) == per_viewer(oracle.step(poll))
+        state = detection.state
+
+
+@settings(max_examples=300, deadline=None)
+@given(config=config_strategy, polls=st.lists(poll_strategy, max_size=25))
+def test_event_order_per_viewer_is_causal(
+    config: DetectionSettings, polls: list[dict[str, int | None]]
+) -> None:
+    """Per viewer: connected, then alternating drop/recover, then at most one disconnected."""
+    state: dict[str, Track] = {}
+    history: dict[str, list[str]] = {vid: [] for vid in IDS}
+    for at, poll in enumerate(polls):
+        detection = step(state, *_viewers(poll), at=at, config=config)
+        for emission in detection.emissions:
+            history[emission.viewer_id].append(emission.type.removeprefix("viewer."))
+            if emission.type in ("viewer.health_dropped", "viewer.health_recovered"):
+                score = poll[emission.viewer_id]
+                assert score is not None  # never on a poll without data
+                if emission.type == "viewer.health_dropped":
+                    assert score < config.health.drop_below
+                else:
+                    assert score >= config.health.recover_at
+        state = detection.state
+    for events in history.values():
+        session: list[str] = []
+        for event in events:
+            if event == "connected":
+                assert not session or session[-1] == "disconnected"
+                session = ["connected"]
+                continue
+            assert session
+            assert session[0] == "connected"
+            assert session[-1] != "disconnected"
+            if event == "health_dropped":
+                assert session[-1] in ("connected", "health_recovered")
+            elif event == "health_recovered":
+                assert session[-1] == "health_dropped"
+            session.append(event)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    config=config_strategy,
+    polls=st.lists(poll_strategy, max_size=25),
+    restarts=st.sets(st.integers(0, 24)),
+)
+def test_state_written_to_redis_is_enough_to_carry_on(
+    config: DetectionSettings, polls: list[dict[str, int | None]], restarts: set[int]
+) -> None:
+    """Only upserts and deletes reach Redis; a restart from them changes no event."""
+    memory: dict[str, Track] = {}
+    stored: dict[str, bytes] = {}
+    restarted: dict[str, Track] = {}
+    for at, poll in enumerate(polls):
+        viewers = _viewers(poll)
+        expected = step(memory, *viewers, at=at, config=config)
+        if at in restarts:  # a new process: only what Redis holds
+            restarted = {k: msgspec.msgpack.decode(v, type=Track) for k, v in stored.items()}
+        actual = step(restarted, *viewers, at=at, config=config)
+        assert per_viewer(types(actual)) == per_viewer(types(expected))
+        for vid, track in actual.upserts.items():
+            stored[vid] = msgspec.msgpack.encode(track)
+        for vid in actual.deletes:
+            stored.pop(vid, None)
+        assert set(stored) == set(actual.state)
+        memory, restarted = expected.state, actual.state
