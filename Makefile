@@ -40,5 +40,8 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: $(STAMP)  ## benchmark a 100k-viewer poll side by side; report in bench/results/
+	$(BIN)/python -m bench.poll
+
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -15,6 +12,8 @@ from aiohttp import web
 
 from notifier.config import ClusterSettings
 from notifier.storm import Backoff
+
+from .redis_procs import RedisCluster3, RedisServer
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,45 +63,20 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A private redis-server on a free port (never the shared one), stopped afterwards."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, process)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private appendonly redis-server on a free port (never the shared one), stopped after."""
+    with RedisServer(tmp_path / "redis", appendonly=True) as server:
+        yield server
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"redis-server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return
-        except OSError:
-            time.sleep(0.01)  # polling a port for readiness, not synchronising test logic
-    pytest.fail("redis-server did not start within 10 s")
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:PORT/0`` of the private ``redis_server``."""
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster3]:
+    """A private cluster of three masters (about 2 s to form), stopped after."""
+    with RedisCluster3(tmp_path / "redis-cluster") as cluster:
+        yield cluster

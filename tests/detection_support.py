@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from notifier.detect.rules import Track, detect
@@ -27,6 +27,7 @@ from notifier.storm.decode import decode_viewer
 if TYPE_CHECKING:
     from notifier.config import DetectionSettings
     from notifier.keys import ClusterKeys
+    from notifier.redis_client import AnyRedis
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,7 +52,7 @@ def expected_events(
     return out
 
 
-async def stream_events(redis: Redis, key: str) -> list[dict[str, Any]]:
+async def stream_events(redis: AnyRedis, key: str) -> list[dict[str, Any]]:
     """The events of a stream, checking that each entry's fields agree with its event."""
     entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(key)  # type: ignore[assignment]
     events = []
@@ -92,7 +93,7 @@ class Lockstep:
     """A simulator that moves on one population step per committed poll."""
 
     simulator: Simulator
-    redis: Redis
+    redis: AnyRedis
     keys: ClusterKeys
     url: str = ""
     states: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -119,11 +120,16 @@ class Lockstep:
 
 @asynccontextmanager
 async def lockstep(
-    settings: SimulatorSettings, faults: Faults, redis_url: str, keys: ClusterKeys
+    settings: SimulatorSettings,
+    faults: Faults,
+    redis_url: str,
+    keys: ClusterKeys,
+    *,
+    cluster: bool = False,
 ) -> AsyncIterator[Lockstep]:
     """Serve a lockstep simulator on 127.0.0.1; ``states[0]`` is the starting population."""
     simulator = Simulator(settings, faults)
-    redis = Redis.from_url(redis_url)
+    redis: AnyRedis = RedisCluster.from_url(redis_url) if cluster else Redis.from_url(redis_url)
     stepper = Lockstep(simulator, redis, keys)
     stepper.states.append(simulator.population.records())
     app = simulator.app()

@@ -1,0 +1,266 @@
+"""`notifier run --role poller` as real processes: SIGKILL, replicas, a Redis outage, a Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from redis.asyncio import Redis
+
+from notifier.config import DetectionSettings
+from notifier.keys import ClusterKeys
+from notifier.simulator import Faults, PopulationSettings, SimulatorSettings
+
+from .detection_support import (
+    Lockstep,
+    assert_well_formed,
+    expected_events,
+    lockstep,
+    stream_events,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from .redis_procs import RedisServer
+
+KEYS = ClusterKeys("notifier", "sim")
+LEASE = 1.0
+DETECTION = DetectionSettings.model_validate({"leader_lease": LEASE})
+POPULATION = PopulationSettings(
+    seed=21, viewers=120, join_rate=0.06, leave_rate=0.06, health_change_rate=0.3, no_data_rate=0.1
+)
+SIM = SimulatorSettings(population=POPULATION, static_tokens=("tok-sim",))
+
+
+def faults() -> Faults:
+    """Some 5xx and bad bodies on capped pages: retried, never visible in the result."""
+    return Faults(seed=8, max_rows_per_page=30, error_rate=0.03, malformed_rate=0.03)
+
+
+async def holder(redis: Redis) -> str:
+    """Who holds the cluster's lease (``host-pid-random:token``), or ''."""
+    value = await redis.get(KEYS.lease)
+    return value.decode() if isinstance(value, bytes) else ""
+
+
+def write_config(tmp_path: Path, url: str, redis_url: str, *, cluster: bool = False) -> Path:
+    path = tmp_path / "notifier.yaml"
+    path.write_text(
+        f"redis: {{url: '{redis_url}', cluster: {str(cluster).lower()}}}\n"
+        "clusters:\n"
+        "  - name: sim\n"
+        f"    base_url: {url}\n"
+        "    auth: {token: tok-sim}\n"  # restarts would trip the 5 logins/minute limit
+        "    poll_interval: 100ms\n"
+        "    poll_budget: 10s\n"
+        "    timeout: 2s\n"
+        f"detection: {{leader_lease: {LEASE}s}}\n"
+        "logging: {format: json, level: info}\n"
+    )
+    return path
+
+
+class Service:
+    """One `notifier run --role poller` process, its stderr kept in a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as err:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "notifier",
+                "run",
+                "--role",
+                "poller",
+                "--config",
+                str(self.config),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
+
+    async def stop(self) -> int:
+        """SIGTERM and wait: the graceful stop."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), 30)
+
+    async def ensure_dead(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+@asynccontextmanager
+async def services(config: Path, log: Path, count: int = 1) -> AsyncIterator[list[Service]]:
+    started = [Service(config, log) for _ in range(count)]
+    try:
+        for service in started:
+            await service.start()
+        yield started
+    finally:
+        for service in started:
+            await service.ensure_dead()
+
+
+async def wait_for_polls(sim: Lockstep, at_least: int, timeout: float = 60) -> int:
+    """Until the cluster has `at_least` committed polls (checked every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while (polls := await sim.polls()) < at_least:
+        assert time.monotonic() < deadline, f"only {polls} polls committed"
+        await asyncio.sleep(0.02)
+    return polls
+
+
+def lifecycle(events: list[dict[str, Any]]) -> dict[str, list[tuple[str, Any]]]:
+    """Per viewer: (type, threshold) in order; records are compared where exact."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for event in events:
+        out.setdefault(event["subject"], []).append((event["type"], event["data"].get("threshold")))
+    return out
+
+
+def expected_lifecycle(sim: Lockstep, final: int) -> dict[str, list[tuple[str, Any]]]:
+    expected = expected_events(sim.states[:final], DETECTION)
+    return {
+        vid: [(kind, data.get("threshold")) for kind, data in items]
+        for vid, items in expected.items()
+    }
+
+
+async def verify(sim: Lockstep, redis: Redis) -> None:
+    """Stream == rules over the states each committed poll saw: nothing lost, nothing twice."""
+    final = await sim.polls()
+    events = await stream_events(redis, KEYS.events)
+    assert_well_formed(events, "sim")
+    assert lifecycle(events) == expected_lifecycle(sim, final)
+    expected = expected_events(sim.states[:final], DETECTION)
+    for event in events:  # connected events carry the record of the poll that saw them
+        if event["type"] == "viewer.connected":
+            assert (
+                next(d for k, d in expected[event["subject"]] if k == event["type"])
+                == (event["data"])
+            )
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client of the private redis-server."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.timeout(180)
+async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """Twelve SIGKILLs at random moments and restarts: the stream is exactly the ground truth."""
+    chaos = random.Random(1234)
+    async with lockstep(SIM, faults(), redis_server.url, KEYS) as sim:
+        config = write_config(tmp_path, sim.url, redis_server.url)
+        for _ in range(12):
+            async with services(config, tmp_path / "run.log") as (service,):
+                before = await sim.polls()
+                await wait_for_polls(sim, before + chaos.randint(0, 2))
+                await asyncio.sleep(chaos.uniform(0, 0.25))  # the chaos: a random moment
+                await service.kill()
+        async with services(config, tmp_path / "run.log") as (service,):
+            await wait_for_polls(sim, await sim.polls() + 3)
+            assert await service.stop() == 0
+        assert await sim.polls() >= 10
+        await verify(sim, redis)
+
+
+@pytest.mark.timeout(120)
+async def test_a_replica_takes_over_within_two_lease_times(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """Two replicas: one leads; SIGKILL it and the other leads within 2x the lease, losslessly."""
+    async with lockstep(SIM, faults(), redis_server.url, KEYS) as sim:
+        config = write_config(tmp_path, sim.url, redis_server.url)
+        async with services(config, tmp_path / "run.log", count=2) as replicas:
+            await wait_for_polls(sim, 5)
+            leading = await holder(redis)
+            leader = next(r for r in replicas if f"-{r.pid}-" in leading)
+            other = next(r for r in replicas if r is not leader)
+            killed_at = time.monotonic()
+            await leader.kill()
+            while f"-{other.pid}-" not in await holder(redis):
+                assert time.monotonic() - killed_at < 2 * LEASE, "no takeover within 2x lease"
+                await asyncio.sleep(0.01)
+            await wait_for_polls(sim, await sim.polls() + 5)
+            assert await other.stop() == 0
+        await verify(sim, redis)
+
+
+@pytest.mark.timeout(120)
+async def test_a_paused_leader_is_fenced_when_it_wakes(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """A leader frozen past its lease (SIGSTOP) wakes to a new leader: nothing it does counts."""
+    async with lockstep(SIM, faults(), redis_server.url, KEYS) as sim:
+        config = write_config(tmp_path, sim.url, redis_server.url)
+        async with services(config, tmp_path / "run.log", count=2) as replicas:
+            await wait_for_polls(sim, 4)
+            leading = await holder(redis)
+            leader = next(r for r in replicas if f"-{r.pid}-" in leading)
+            other = next(r for r in replicas if r is not leader)
+            os.kill(leader.pid, signal.SIGSTOP)
+            try:
+                while f"-{other.pid}-" not in await holder(redis):
+                    await asyncio.sleep(0.01)
+                await wait_for_polls(sim, await sim.polls() + 4)
+            finally:
+                os.kill(leader.pid, signal.SIGCONT)
+            await wait_for_polls(sim, await sim.polls() + 6)
+            assert f"-{other.pid}-" in await holder(redis)
+            for replica in replicas:
+                assert await replica.stop() == 0
+        await verify(sim, redis)
+    log = (tmp_path / "run.log").read_text()
+    assert "poller.following" in log
+
+
+@pytest.mark.timeout(150)
+async def test_the_poller_rides_out_a_redis_outage(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """Redis stopped for 30 s and started again with its data: the poller carries on by itself."""
+    async with lockstep(SIM, faults(), redis_server.url, KEYS) as sim:
+        config = write_config(tmp_path, sim.url, redis_server.url)
+        async with services(config, tmp_path / "run.log") as (service,):
+            before = await wait_for_polls(sim, 5)
+            redis_server.stop()
+            await asyncio.sleep(30)  # the outage itself, as the issue sets it
+            redis_server.restart()
+            await wait_for_polls(sim, before + 5, timeout=60)
+            assert await service.stop() == 0
+        await verify(sim, redis)
+    log = (tmp_path / "run.log").read_text()
+    assert log.count("poller.redis_unavailable") == 1
+    assert log.count("poller.redis_recovered") == 1
