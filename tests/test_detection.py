@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from notifier.config import DetectionSettings
@@ -21,7 +22,7 @@ from notifier.keys import ClusterKeys
 from notifier.simulator import Change, Faults, PopulationSettings, SimulatorSettings
 from notifier.storm import StormClient, Viewer, create_session
 
-from .conftest import FAST_BACKOFF, cluster_settings
+from .conftest import FAST_BACKOFF, cluster_settings, scripted_storm
 from .detection_support import (
     actual_events,
     assert_well_formed,
@@ -333,3 +334,63 @@ async def test_paging_drift_causes_no_false_disconnect_and_no_duplicate(
     assert tracked <= present | {v for v, w in left_at.items() if w > final - 4}
     for blob in stored.values():
         msgspec.msgpack.decode(blob, type=Track)
+
+
+async def test_redis_work_per_poll_follows_the_changes_not_the_audience(
+    redis_url: str, redis: Redis
+) -> None:
+    """A steady audience costs one small write per poll; changes cost one batch, not a reload."""
+    settings = SimulatorSettings(population=PopulationSettings(seed=1, viewers=500))
+    async with (
+        lockstep(settings, Faults(max_rows_per_page=100), redis_url, KEYS) as sim,
+        poller_for(sim.url, redis, DetectionSettings(), page_size=100) as poller,
+    ):
+        sim.simulator.population.step = list  # type: ignore[method-assign]
+        await poller.cycle()  # the first poll: everyone connects
+        assert await redis.xlen(KEYS.events) == 500
+        await poller.cycle()  # the second: low health confirmed, as drops
+        await redis.config_resetstat()
+        for _ in range(3):
+            await poller.cycle()
+        stats = await redis.info("commandstats")
+        assert stats["cmdstat_hset"]["calls"] == 3  # the meta hash, once a poll
+        assert "cmdstat_xadd" not in stats
+        assert "cmdstat_hgetall" not in stats  # the cached state was trusted
+        population = sim.simulator.population
+        gone = sorted(population.ids())[:4]
+        population.leave(gone)
+        for joined in population.join(3):
+            population.set_health(joined, 95, "Very Good")
+        await redis.config_resetstat()
+        await poller.cycle()  # 4 missed once (one HSET batch), 3 connected
+        await poller.cycle()  # 4 disconnected (one HDEL batch)
+        stats = await redis.info("commandstats")
+        assert stats["cmdstat_xadd"]["calls"] == 7
+        assert stats["cmdstat_hset"]["calls"] == 2 + 1  # meta twice, one batch of 7 entries
+        assert stats["cmdstat_hdel"]["calls"] == 1
+        assert "cmdstat_hgetall" not in stats
+
+
+async def test_without_a_batch_endpoint_the_plain_rules_apply(redis: Redis) -> None:
+    """A deployment without /viewers/batch: lookups are switched off, misses count as misses."""
+    listed = [["v_a", "v_b"], ["v_a"], ["v_a"]]
+
+    async def viewers(request: web.Request) -> web.Response:
+        ids = listed[min(len(calls), len(listed) - 1)]
+        calls.append(1)
+        rows = [{"id": i, "healthScore": 90, "healthGrade": "Very Good"} for i in ids]
+        return web.json_response({"data": {"list": rows, "totalPages": 1}})
+
+    calls: list[int] = []
+    async with (
+        scripted_storm({("GET", "/api/cluster/viewers"): viewers}) as url,
+        poller_for(url, redis, DetectionSettings(), auth={"token": "t"}) as poller,
+    ):
+        for _ in range(3):
+            await poller.cycle()
+    events = await stream_events(redis, KEYS.events)
+    assert [(e["type"], e["subject"]) for e in events] == [
+        ("viewer.connected", "v_a"),
+        ("viewer.connected", "v_b"),
+        ("viewer.disconnected", "v_b"),
+    ]

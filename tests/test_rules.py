@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier.config import DetectionSettings
-from notifier.detect.rules import Detection, Track, detect
+from notifier.detect.rules import UNLISTED_LIMIT, Detection, Track, detect
 from notifier.storm import Viewer
 
 SETTINGS = DetectionSettings()  # 2 missed polls, drop < 50, recover >= 70, 2 consecutive
@@ -293,3 +293,25 @@ def test_state_written_to_redis_is_enough_to_carry_on(
             stored.pop(vid, None)
         assert set(stored) == set(actual.state)
         memory, restarted = expected.state, actual.state
+
+
+def test_a_viewer_confirmed_by_lookup_stays_but_not_forever() -> None:
+    """Left out of the list but found by lookup: seen, for UNLISTED_LIMIT polls; then missed."""
+    state = step({}, viewer("a", 90)).state
+    for at in range(1, UNLISTED_LIMIT + 1):
+        found = {"a": viewer("a", 30, "Bad", duration=at)}
+        detection = detect(state, {}, confirmed=found, polled_at=at, settings=SETTINGS)
+        state = detection.state
+        assert state["a"].missed == 0
+        assert state["a"].unlisted == at
+        assert json.loads(state["a"].record)["duration"] == at
+        if at == 2:  # lookup samples count toward health like listed ones
+            assert types(detection) == [("viewer.health_dropped", "a")]
+    found = {"a": viewer("a", 30, "Bad")}
+    fourth = detect(state, {}, confirmed=found, polled_at=9, settings=SETTINGS)
+    assert types(fourth) == []
+    assert fourth.state["a"].missed == 1
+    fifth = detect(fourth.state, {}, confirmed=found, polled_at=10, settings=SETTINGS)
+    assert types(fifth) == [("viewer.disconnected", "a")]
+    listed_again = detect(state, {"a": viewer("a")}, polled_at=11, settings=SETTINGS)
+    assert listed_again.state["a"].unlisted == 0

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from notifier.detect.rules import detect
 from notifier.detect.store import Checkpoint, CommitOutcome, EncodedEvent, Snapshot
-from notifier.errors import StateError, StormError, StormRequestError
+from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
 from notifier.events import encode_event
 
 if TYPE_CHECKING:
@@ -144,11 +144,15 @@ class Poller:
         polled_at = int(poll.started_at * 1000)
         for _ in range(MAX_STALE_RETRIES):
             snapshot = self._snapshot or await self._store.load()
-            seen = await self._confirm_absent(poll, snapshot)
-            if seen is None:
+            confirmed = await self._confirm_absent(poll, snapshot)
+            if confirmed is None:
                 return
             detection = detect(
-                snapshot.tracked, seen, polled_at=polled_at, settings=self._detection
+                snapshot.tracked,
+                poll.viewers,
+                confirmed=confirmed,
+                polled_at=polled_at,
+                settings=self._detection,
             )
             events = self._encode(detection, snapshot, polled_at)
             lease = self._lease.value
@@ -186,29 +190,27 @@ class Poller:
     # --- confirmation of absent viewers --------------------------------------------------------
 
     async def _confirm_absent(self, poll: Poll, snapshot: Snapshot) -> Mapping[str, Viewer] | None:
-        """The poll's viewers plus tracked ones the list skipped but the server still knows."""
+        """Tracked viewers the list skipped but the server still knows; None if unsure."""
         if not self._lookups:
-            return poll.viewers
+            return {}
         seen = poll.viewers
         absent = [vid for vid in snapshot.tracked if vid not in seen]
         if not absent:
-            return seen
+            return {}
         if len(absent) > MAX_LOOKUPS:
             tracked = snapshot.tracked
             absent.sort(key=lambda vid: tracked[vid].missed, reverse=True)
             absent = absent[:MAX_LOOKUPS]
         try:
             lookup = await self._client.lookup(absent)
-        except StormRequestError as exc:
-            self._lookups = False
+        except (StormRequestError, StormSchemaError) as exc:
+            self._lookups = False  # this deployment's batch endpoint cannot help
             self._log.warning("poller.lookup_unsupported", error=str(exc))
-            return seen
+            return {}
         except StormError as exc:
             self._storm_state(ok=False, error=f"batch lookup: {exc}")
             return None
-        if not lookup.found:
-            return seen
-        return {**seen, **lookup.found}
+        return lookup.found
 
     def _encode(
         self, detection: Detection, snapshot: Snapshot, polled_at: int

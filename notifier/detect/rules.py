@@ -11,6 +11,10 @@ any sequence of polls.
   in ``consecutive_polls`` consecutive polls that have data. A poll without a measurement (or
   without the viewer) neither counts nor resets.
 - Per viewer, events come in causal order: connected, drops and recoveries, disconnected.
+
+A tracked viewer missing from the list but ``confirmed`` by a lookup counts as seen, at most
+``UNLISTED_LIMIT`` polls in a row: paging drift rarely skips a viewer that often, so a viewer
+the list keeps leaving out (it no longer matches the filters, say) then counts as missed.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ if TYPE_CHECKING:
     from notifier.events import EventType
     from notifier.storm import Viewer
 
-__all__ = ["Detection", "Emission", "Track", "detect"]
+__all__ = ["UNLISTED_LIMIT", "Detection", "Emission", "Track", "detect"]
+
+UNLISTED_LIMIT = 3
 
 
 class Track(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -49,10 +55,18 @@ class Track(msgspec.Struct, frozen=True, array_like=True, gc=False):
     anchor_grade: str | None = None
     last_score: float | None = None  # the last measurement (memory; Redis may lag)
     last_grade: str | None = None
+    unlisted: int = 0  # consecutive polls seen only through a lookup
 
-    def persisted_part(self) -> tuple[int, bool, int, float | None, str | None]:
+    def persisted_part(self) -> tuple[int, bool, int, float | None, str | None, int]:
         """The fields whose change must reach Redis (the rest may lag behind)."""
-        return (self.missed, self.dropped, self.streak, self.anchor_score, self.anchor_grade)
+        return (
+            self.missed,
+            self.dropped,
+            self.streak,
+            self.anchor_score,
+            self.anchor_grade,
+            self.unlisted,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +95,13 @@ def detect(
     *,
     polled_at: int,
     settings: DetectionSettings,
+    confirmed: Mapping[str, Viewer] | None = None,
 ) -> Detection:
-    """Apply one complete poll (``seen``: every viewer in it) to the tracked state."""
+    """Apply one complete poll to the tracked state.
+
+    ``seen`` is every viewer the list returned; ``confirmed``, tracked viewers the list left
+    out but a lookup found.
+    """
     state: dict[str, Track] = {}
     upserts: dict[str, Track] = {}
     deletes: list[str] = []
@@ -94,7 +113,9 @@ def detect(
             emissions.append(Emission("viewer.connected", viewer_id, viewer.raw, {}))
             base = Track(record=viewer.raw, seen_at=polled_at)
         else:
-            base = msgspec.structs.replace(before, record=viewer.raw, seen_at=polled_at, missed=0)
+            base = msgspec.structs.replace(
+                before, record=viewer.raw, seen_at=polled_at, missed=0, unlisted=0
+            )
         after = _observe_health(base, viewer, health, emissions)
         state[viewer_id] = after
         if before is None or before.persisted_part() != after.persisted_part():
@@ -102,6 +123,13 @@ def detect(
     limit = settings.disconnect_after_missed_polls
     for viewer_id, before in tracked.items():
         if viewer_id in seen:
+            continue
+        found = confirmed.get(viewer_id) if confirmed else None
+        if found is not None and before.unlisted < UNLISTED_LIMIT:
+            base = msgspec.structs.replace(
+                before, record=found.raw, seen_at=polled_at, missed=0, unlisted=before.unlisted + 1
+            )
+            state[viewer_id] = upserts[viewer_id] = _observe_health(base, found, health, emissions)
             continue
         missed = before.missed + 1
         if missed >= limit:

@@ -70,9 +70,10 @@ for _ = 1, count do
              'type', ARGV[i], 'id', ARGV[i + 1], 'event', ARGV[i + 2])
   i = i + 3
 end
-redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4])
-if ARGV[5] ~= '' then
-  redis.call('HSET', meta, 'polled_at', ARGV[5])
+if ARGV[5] == '' then
+  redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4])
+else
+  redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4], 'polled_at', ARGV[5])
   redis.call('HINCRBY', meta, 'polls', 1)
 end
 return {'ok', generation + 1}
