@@ -73,9 +73,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--role",
-        choices=["poller"],
-        default="poller",
-        help="what this process runs (sink workers arrive with delivery)",
+        choices=["all", "poller", "sinks"],
+        default="all",
+        help="pollers, sink workers, or both (default)",
     )
     run.set_defaults(handler=_run)
 

@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from ._model import Frozen, Name, PositiveSeconds
 from .errors import ConfigError
 from .sinks.config import BUILTIN_SINK_TYPES, SinkSettings
+from .sinks.registry import plugin_types, validate_plugin
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -287,9 +288,14 @@ def settings_from_text(text: str, environ: Mapping[str, str], *, source: str) ->
     origins: dict[tuple[str | int, ...], str] = {}
     _apply_overrides(expanded, environ, origins, source)
     try:
-        return Settings.model_validate(expanded)
+        settings = Settings.model_validate(expanded)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, origins)) from None
+    try:
+        sinks = tuple(validate_plugin(s, f"sinks[{i}]") for i, s in enumerate(settings.sinks))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return settings.model_copy(update={"sinks": sinks})
 
 
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -393,8 +399,13 @@ def _list_index(items: list[Any], part: str) -> int | None:
 _MESSAGES = {
     "extra_forbidden": "unknown key",
     "missing": "required key is missing",
-    "sink_type": "unknown sink type (built in: " + ", ".join(BUILTIN_SINK_TYPES) + ")",
 }
+
+
+def _unknown_sink_type() -> str:
+    plugins = sorted(plugin_types())
+    extra = f"; installed: {', '.join(plugins)}" if plugins else ""
+    return f"unknown sink type (built in: {', '.join(BUILTIN_SINK_TYPES)}{extra})"
 
 
 def _describe(
@@ -418,7 +429,8 @@ def _describe(
 
 def _describe_one(err: ErrorDetails, origins: Mapping[tuple[str | int, ...], str]) -> str:
     loc = _strip_tags(err["loc"])
-    message = _MESSAGES.get(err["type"], err["msg"])
+    message = _unknown_sink_type() if err["type"] == "sink_type" else err["msg"]
+    message = _MESSAGES.get(err["type"], message)
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     message = message[:1].lower() + message[1:]
     where = _format_loc(loc) or "(top level)"
@@ -430,7 +442,7 @@ def _strip_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     # A discriminated union adds the tag ("webhook") after the list index; users never wrote it.
     out: list[str | int] = []
     for i, part in enumerate(loc):
-        if i >= 2 and loc[0] == "sinks" and i == 2 and part in BUILTIN_SINK_TYPES:
+        if i >= 2 and loc[0] == "sinks" and i == 2 and part in (*BUILTIN_SINK_TYPES, "plugin"):
             continue
         out.append(part)
     return tuple(out)

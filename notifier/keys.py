@@ -37,6 +37,18 @@ class ClusterKeys:
         """The public dead-letter stream of one sink."""
         return f"{self.base}:dlq:{sink}"
 
+    def retries(self, sink: str) -> str:
+        """Hash: stream entry id -> retry state of an event a sink is retrying."""
+        return f"{self.base}:retries:{sink}"
+
+    def sink_lease(self, sink: str) -> str:
+        """String: the worker delivering this cluster's events to one sink, with a TTL."""
+        return f"{self.base}:sinklease:{sink}"
+
+    def sink_fence(self, sink: str) -> str:
+        """Counter: fencing tokens of the sink lease."""
+        return f"{self.base}:sinkfence:{sink}"
+
     @property
     def viewers(self) -> str:
         """Hash: viewer id -> tracked state (last record, missed polls, health)."""

@@ -1,4 +1,4 @@
-"""The leader lease of one cluster, with a fencing token.
+"""Leader leases with a fencing token: one poller per cluster, one worker per (sink, cluster).
 
 ``P:{C}:lease`` holds ``owner:token`` with a TTL; ``token`` comes from ``INCR P:{C}:fence`` at
 every new acquisition, so a poller that lost the lease (paused, partitioned) holds a value no
@@ -13,7 +13,6 @@ import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from notifier.keys import ClusterKeys
     from notifier.redis_client import AnyRedis
 
 __all__ = ["Lease", "new_owner_id"]
@@ -42,12 +41,13 @@ def new_owner_id() -> str:
 
 
 class Lease:
-    """Acquire, keep and give back the lease of one cluster."""
+    """Acquire, keep and give back one lease (a cluster's poller, or a sink's worker)."""
 
-    def __init__(self, redis: AnyRedis, keys: ClusterKeys, owner: str, *, ttl: float) -> None:
+    def __init__(self, redis: AnyRedis, key: str, fence: str, owner: str, *, ttl: float) -> None:
         if ":" in owner:
             raise ValueError("a lease owner id cannot contain ':'")
-        self._keys = keys
+        self._key = key
+        self._fence = fence
         self._owner = owner
         self._ttl_ms = max(int(ttl * 1000), 1)
         self._acquire = redis.register_script(_ACQUIRE)
@@ -61,9 +61,7 @@ class Lease:
 
     async def acquire(self) -> bool:
         """Take the lease if it is free, or extend it if it is ours; False if another holds it."""
-        value = await self._acquire(
-            keys=[self._keys.lease, self._keys.fence], args=[self._owner, self._ttl_ms]
-        )
+        value = await self._acquire(keys=[self._key, self._fence], args=[self._owner, self._ttl_ms])
         if not value:
             self.value = None
             return False
@@ -74,7 +72,7 @@ class Lease:
         """Give the lease back at once, so a replica takes over without waiting for the TTL."""
         value, self.value = self.value, None
         if value is not None:
-            await self._release(keys=[self._keys.lease], args=[value])
+            await self._release(keys=[self._key], args=[value])
 
     def forget(self) -> None:
         """Stop believing we hold the lease (a commit was fenced, or Redis was lost)."""

@@ -1,0 +1,60 @@
+"""What every sink's settings share: name, event types, filters, retry schedule."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, SecretStr, field_validator
+
+from notifier._model import Frozen, Name, Seconds
+from notifier.events import EventType
+
+__all__ = ["HttpUrlSecret", "RetrySettings", "SinkBaseSettings", "SinkFilter"]
+
+DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
+
+
+class SinkFilter(Frozen):
+    """Which events a sink takes; an empty list means "all"."""
+
+    clusters: tuple[str, ...] = ()
+    stream_keys: tuple[str, ...] = Field(default=(), description="glob patterns, e.g. 'live-*'")
+    application_ids: tuple[str, ...] = ()
+    harness_types: tuple[str, ...] = ()
+    countries: tuple[str, ...] = Field(default=(), description="ISO country codes, e.g. PL")
+
+
+class RetrySettings(Frozen):
+    """Delays before each delivery attempt (the first is usually 0s), each with +-20% jitter."""
+
+    schedule: tuple[Seconds, ...] = Field(default=DEFAULT_SCHEDULE, min_length=1, max_length=100)
+
+
+class SinkBaseSettings(Frozen):
+    """The keys every sink has; a sink type adds its own."""
+
+    name: Name
+    type: str
+    events: tuple[EventType, ...] | None = Field(
+        default=None, description="event types to deliver; omitted: all types"
+    )
+    filter: SinkFilter = SinkFilter()
+    retry: RetrySettings = RetrySettings()
+
+    @field_validator("events")
+    @classmethod
+    def _events_not_empty(cls, value: tuple[EventType, ...] | None) -> tuple[EventType, ...] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list delivers nothing; omit the key to deliver every type")
+        return value
+
+
+def _check_http_url(value: SecretStr) -> SecretStr:
+    url = value.get_secret_value()
+    if not url.startswith(("http://", "https://")) or len(url) < len("http://x"):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+HttpUrlSecret = Annotated[SecretStr, AfterValidator(_check_http_url)]
+"""A URL that may carry a token: validated, then only ever shown redacted."""

@@ -1,0 +1,24 @@
+"""Settings of the ``slack`` sink."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from notifier._model import PositiveSeconds, Seconds
+from notifier.sinks.settings import HttpUrlSecret, SinkBaseSettings
+
+__all__ = ["SlackSinkSettings"]
+
+
+class SlackSinkSettings(SinkBaseSettings):
+    """Posts Block Kit digests to a Slack incoming webhook."""
+
+    type: Literal["slack"] = "slack"
+    webhook_url: HttpUrlSecret = Field(description="Slack incoming-webhook URL (secret)")
+    group_wait: Seconds = Field(
+        default=10.0,
+        description="events of one (cluster, streamKey) within this become one message",
+    )
+    timeout: PositiveSeconds = 15.0

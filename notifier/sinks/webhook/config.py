@@ -1,0 +1,55 @@
+"""Settings of the ``webhook`` sink."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, SecretStr, field_validator
+
+from notifier._model import PositiveSeconds, Seconds
+from notifier.sinks.settings import HttpUrlSecret, SinkBaseSettings
+
+__all__ = ["WebhookSinkSettings", "signing_key"]
+
+
+def signing_key(secret: SecretStr) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64)."""
+    return base64.b64decode(secret.get_secret_value().removeprefix("whsec_"), validate=True)
+
+
+def _check_webhook_secret(value: SecretStr) -> SecretStr:
+    try:
+        key = signing_key(value)
+    except (binascii.Error, ValueError):
+        raise ValueError('must be "whsec_" followed by base64 (Standard Webhooks)') from None
+    if len(key) < 16:
+        raise ValueError("is too short: use at least 16 random bytes (24 to 64 recommended)")
+    return value
+
+
+WebhookSecret = Annotated[SecretStr, AfterValidator(_check_webhook_secret)]
+
+
+class WebhookSinkSettings(SinkBaseSettings):
+    """POSTs each event, signed per Standard Webhooks, to one URL."""
+
+    type: Literal["webhook"] = "webhook"
+    url: HttpUrlSecret = Field(description="receiver URL; secret: it often carries a token")
+    secret: tuple[WebhookSecret, ...] = Field(
+        min_length=1,
+        description='"whsec_" + base64; a list signs with each (key rotation)',
+    )
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra headers")
+    timeout: PositiveSeconds = 15.0
+    concurrency: int = Field(default=16, ge=1, le=256, description="requests in flight at once")
+    batch_size: int = Field(
+        default=1, ge=1, le=1000, description="events per request; above 1, a JSON array"
+    )
+    batch_wait: Seconds = Field(default=1.0, description="how long a batch may wait to fill up")
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str | SecretStr) else value
