@@ -40,8 +40,9 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmark a 100k-viewer poll side by side; report in bench/results/
+bench: $(STAMP)  ## benchmark a 100k-viewer poll and its detection; reports in bench/results/
 	$(BIN)/python -m bench.poll
+	$(BIN)/python -m bench.detect
 
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

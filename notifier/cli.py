@@ -92,6 +92,47 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     tail.set_defaults(handler=_tail)
 
+    replay = commands.add_parser(
+        "replay", parents=[common], help="redeliver past events to one sink"
+    )
+    replay.add_argument("--sink", required=True, metavar="S")
+    replay.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        metavar="TIME|ID",
+        help="UTC time (2026-02-05T08:22:40Z), Unix ms, or a stream entry id",
+    )
+    replay.add_argument("--to", dest="end", metavar="TIME|ID", help="default: the newest event")
+    replay.add_argument("--cluster", metavar="C", help="one cluster (default: all)")
+    replay.set_defaults(handler=_replay)
+
+    dlq = commands.add_parser("dlq", parents=[common], help="inspect and redrive dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", parser_class=_Parser)
+    dlq_commands.required = True
+    for action, text in (
+        ("list", "print dead letters as JSON lines"),
+        ("redrive", "deliver dead letters again; delivered ones are removed"),
+        ("purge", "delete dead letters"),
+    ):
+        sub = dlq_commands.add_parser(action, parents=[common], help=text)
+        sub.add_argument("--sink", required=True, metavar="S")
+        sub.add_argument("--cluster", metavar="C", help="one cluster (default: all)")
+        if action == "list":
+            sub.add_argument("--count", type=int, default=1000, help="at most this many a cluster")
+        if action == "redrive":
+            sub.add_argument(
+                "--id",
+                dest="ids",
+                action="append",
+                default=[],
+                metavar="DLQ_ID",
+                help="only these dead letters (repeatable)",
+            )
+        if action == "purge":
+            sub.add_argument("--before", metavar="TIME|ID", help="only those older than this")
+        sub.set_defaults(handler=_dlq)
+
     simulate = commands.add_parser(
         "simulate", parents=[common], help="serve a simulated Storm cluster API"
     )
@@ -175,6 +216,43 @@ def _tail(args: argparse.Namespace) -> int:
     settings = _load(args)
     return _run_until_signal(
         lambda stop: tail(settings, stop, sys.stdout.buffer, cluster=args.cluster, start=args.start)
+    )
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from notifier.commands.redeliver import parse_position, replay  # noqa: PLC0415
+
+    settings = _load(args)
+    start = parse_position(args.start)
+    end = parse_position(args.end, end=True) if args.end else "+"
+    return asyncio.run(
+        replay(settings, sink_name=args.sink, start=start, end=end, cluster=args.cluster)
+    )
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from notifier.commands import redeliver  # noqa: PLC0415
+
+    settings = _load(args)
+    if args.dlq_command == "list":
+        return asyncio.run(
+            redeliver.dlq_list(
+                settings,
+                sink_name=args.sink,
+                cluster=args.cluster,
+                count=args.count,
+                out=sys.stdout,
+            )
+        )
+    if args.dlq_command == "redrive":
+        return asyncio.run(
+            redeliver.dlq_redrive(settings, sink_name=args.sink, cluster=args.cluster, ids=args.ids)
+        )
+    before = redeliver.parse_position(args.before) if args.before else None
+    return asyncio.run(
+        redeliver.dlq_purge(
+            settings, sink_name=args.sink, cluster=args.cluster, before=before, out=sys.stdout
+        )
     )
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from notifier._aio import wait_event
 from notifier.detect.lease import Lease, new_owner_id
 from notifier.detect.poller import REDIS_ERRORS, Poller
 from notifier.detect.store import StateStore
@@ -65,8 +66,7 @@ async def supervise(name: str, work: Callable[[], Awaitable[None]], stop: asynci
                 error=f"{type(exc).__name__}: {exc}",
                 restart_in=delay,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await wait_event(stop, delay)
         else:
             return
 
@@ -113,8 +113,7 @@ async def ensure_groups(redis: AnyRedis, settings: Settings, stop: asyncio.Event
             if not failing:
                 log.warning("service.redis_unavailable", error=" ".join(str(exc).split())[:200])
                 failing = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
+            await wait_event(stop, 2.0)
         else:
             return True
     return False

@@ -72,7 +72,7 @@ async def test_an_empty_cluster_loads_at_generation_zero_with_a_stable_epoch(red
 async def test_commit_applies_changes_events_and_generation_atomically(redis: Redis) -> None:
     """A commit writes the changed entries, the events with their fields, and generation + 1."""
     store = StateStore(redis, KEYS, maxlen=1000)
-    lease = Lease(redis, KEYS, "me", ttl=10)
+    lease = Lease(redis, KEYS.lease, KEYS.fence, "me", ttl=10)
     assert await lease.acquire()
     assert lease.value is not None
     snapshot = await store.load()
@@ -107,7 +107,7 @@ async def test_commit_applies_changes_events_and_generation_atomically(redis: Re
 async def test_a_stale_or_fenced_commit_writes_nothing(redis: Redis) -> None:
     """A commit computed against an old generation, or without the lease, changes nothing."""
     store = StateStore(redis, KEYS, maxlen=1000)
-    lease = Lease(redis, KEYS, "me", ttl=10)
+    lease = Lease(redis, KEYS.lease, KEYS.fence, "me", ttl=10)
     assert await lease.acquire()
     assert lease.value is not None
     snapshot = await store.load()
@@ -132,7 +132,7 @@ async def test_a_stale_or_fenced_commit_writes_nothing(redis: Redis) -> None:
 async def test_the_stream_is_trimmed_approximately(redis: Redis) -> None:
     """XADD carries MAXLEN ~ streams.maxlen."""
     store = StateStore(redis, KEYS, maxlen=100)
-    lease = Lease(redis, KEYS, "me", ttl=10)
+    lease = Lease(redis, KEYS.lease, KEYS.fence, "me", ttl=10)
     assert await lease.acquire()
     assert lease.value is not None
     for round_ in range(5):
@@ -156,8 +156,8 @@ async def test_unreadable_state_is_a_clear_error(redis: Redis) -> None:
 
 async def test_leases_exclude_others_and_hand_out_rising_fencing_tokens(redis: Redis) -> None:
     """One holder at a time; renewal keeps the token; a new holder gets a higher one."""
-    a = Lease(redis, KEYS, "a", ttl=10)
-    b = Lease(redis, KEYS, "b", ttl=10)
+    a = Lease(redis, KEYS.lease, KEYS.fence, "a", ttl=10)
+    b = Lease(redis, KEYS.lease, KEYS.fence, "b", ttl=10)
     assert await a.acquire()
     assert not await b.acquire()
     first = a.value
@@ -193,7 +193,7 @@ async def poller_for(
     async with create_session(settings) as session:
         client = StormClient(settings, session, backoff=FAST_BACKOFF)
         store = StateStore(redis, KEYS, maxlen=100_000)
-        lease = Lease(redis, KEYS, f"test-{uuid.uuid4().hex[:6]}", ttl=30)
+        lease = Lease(redis, KEYS.lease, KEYS.fence, f"test-{uuid.uuid4().hex[:6]}", ttl=30)
         yield Poller(settings, detection, client=client, store=store, lease=lease)
         await client.aclose()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 import structlog
 from redis.exceptions import RedisError
 
+from notifier._aio import wait_event
 from notifier.errors import ConfigError, NotifierError
 from notifier.keys import ClusterKeys
 from notifier.redis_client import connect_redis
@@ -95,8 +95,7 @@ async def _follow(
             if not failing:
                 log.warning("tail.redis_unavailable", stream=stream, error=str(exc))
                 failing = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await wait_event(stop, 1.0)
             continue
         if failing:
             log.info("tail.redis_recovered", stream=stream)

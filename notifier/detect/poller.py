@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 from redis.exceptions import RedisError
 
+from notifier._aio import wait_event
 from notifier.detect.rules import detect
 from notifier.detect.store import Checkpoint, CommitOutcome, EncodedEvent, Snapshot
 from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
@@ -87,11 +88,8 @@ class Poller:
         try:
             while not stop.is_set():
                 wait = slot - self._clock()
-                if wait > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), wait)
-                    if stop.is_set():
-                        break
+                if wait > 0 and await wait_event(stop, wait):
+                    break
                 await self.cycle()
                 slot = next_slot(slot, self._cluster.poll_interval, self._clock())
         finally:
@@ -247,9 +245,7 @@ class Poller:
         """Renew (or try to take) the lease every third of its TTL."""
         period = self._detection.leader_lease / 3
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), period)
-            if stop.is_set():
+            if await wait_event(stop, period):
                 return
             was = self._lease.value
             await self._try_lead()

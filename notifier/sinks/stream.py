@@ -20,6 +20,7 @@ from notifier.keys import sink_group
 if TYPE_CHECKING:
     from notifier.keys import ClusterKeys
     from notifier.redis_client import AnyRedis
+    from notifier.sinks.base import Event
 
 __all__ = ["Entry", "RetryState", "SinkStream"]
 
@@ -171,21 +172,38 @@ class SinkStream:
         status: int | None,
     ) -> None:
         """Move one entry to the dead letters and acknowledge it, atomically."""
-        dead = {
-            b"event": fields.get(b"event", b""),
-            b"type": fields.get(b"type", b""),
-            b"id": fields.get(b"id", b""),
-            b"entry": entry_id.encode(),
-            b"reason": reason.encode(),
-            b"attempts": str(attempts).encode(),
-            b"status": str(status or "").encode(),
-            b"failed_at": iso_time(int(time.time() * 1000)).encode(),
-        }
-        flat: list[bytes] = [v for pair in dead.items() for v in pair]
+        flat = _dead_fields(entry_id, fields, reason=reason, attempts=attempts, status=status)
         await self._dead_letter(
             keys=[self.dlq, self.stream, self.retries],
             args=[self._maxlen, self.group, entry_id, *flat],
         )
+
+    async def dead_letter_copy(self, event: Event, *, reason: str, status: int | None) -> None:
+        """Add an event that is not pending (a replay) to the dead letters."""
+        fields = {b"event": event.body, b"type": event.type.encode(), b"id": event.id.encode()}
+        flat = _dead_fields(event.entry_id, fields, reason=reason, attempts=1, status=status)
+        await self._redis.xadd(
+            self.dlq,
+            dict(zip(flat[::2], flat[1::2], strict=True)),
+            maxlen=self._maxlen,
+            approximate=True,
+        )
+
+
+def _dead_fields(
+    entry_id: str, fields: dict[bytes, bytes], *, reason: str, attempts: int, status: int | None
+) -> list[bytes]:
+    dead = {
+        b"event": fields.get(b"event", b""),
+        b"type": fields.get(b"type", b""),
+        b"id": fields.get(b"id", b""),
+        b"entry": entry_id.encode(),
+        b"reason": reason.encode(),
+        b"attempts": str(attempts).encode(),
+        b"status": str(status or "").encode(),
+        b"failed_at": iso_time(int(time.time() * 1000)).encode(),
+    }
+    return [v for pair in dead.items() for v in pair]
 
 
 def _text(value: Any) -> str:

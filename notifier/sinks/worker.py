@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import structlog
 from redis.exceptions import RedisError
 
+from notifier._aio import wait_event
 from notifier.detect.lease import Lease
 from notifier.sinks.base import Delivered, Failed, Retry, UnreadableEvent, decode_event
 from notifier.sinks.stream import RetryState, SinkStream
@@ -86,6 +87,17 @@ class SinkControl:
         self.retried = 0
         self.dead_lettered = 0
         self.filtered = 0
+        self._changed = asyncio.Condition()
+
+    async def changed(self) -> None:
+        """Tell whoever waits in ``wait_until`` that a counter moved."""
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_until(self, predicate: Callable[[SinkControl], bool]) -> None:
+        """Until ``predicate(self)`` holds (re-checked whenever a counter moves)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
 
     def pause(self, reason: str) -> bool:
         """Pause (once); True if this call paused it."""
@@ -241,7 +253,8 @@ class _Leadership:
         self.wake = asyncio.Event()
         self.queues: dict[str, deque[_Pending]] = {}
         self.timers: list[tuple[float, int, str]] = []  # (not_before, tiebreak, viewer)
-        self.batches: dict[Hashable, _Batch] = {}
+        self.batches: dict[Hashable, _Batch] = {}  # filling up
+        self.ready: deque[_Batch] = deque()  # full or due, waiting for a delivery slot
         self.busy: set[str] = set()  # viewers whose head is in flight or batched
         self.in_memory = 0
         self.space = asyncio.Event()
@@ -252,6 +265,8 @@ class _Leadership:
         self.acked_retries: list[str] = []
         self.ack_wanted = asyncio.Event()
         self.tiebreak = itertools.count()
+        self.failure: BaseException | None = None
+        self.closing = False
 
     def done(self) -> bool:
         return self.stop.is_set() or self.lost.is_set()
@@ -276,6 +291,7 @@ class _Leadership:
             await asyncio.gather(*tasks[:2], return_exceptions=True)
             if self.inflight:  # finish the deliveries in hand; their outcomes are acknowledged
                 await asyncio.gather(*self.inflight, return_exceptions=True)
+            self.closing = True
             self.ack_wanted.set()
             for task in tasks[2:]:
                 task.cancel()
@@ -283,6 +299,8 @@ class _Leadership:
             stopper.cancel()
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._flush_acks()
+        if self.failure is not None:
+            raise self.failure
 
     async def _until_done(self) -> None:
         stop = asyncio.create_task(self.stop.wait())
@@ -333,6 +351,7 @@ class _Leadership:
         if not _matches(w, event):
             w._control.filtered += 1
             self._ack(entry_id, retried=state is not None)
+            await w._control.changed()
             return
         pending = _Pending(event=event, fields=fields)
         if state is not None:
@@ -375,16 +394,13 @@ class _Leadership:
                 key = batching.key(head.event) if batching.key else None
                 batch = self.batches.setdefault(key, _Batch(started=now))
                 batch.items.append(head)
-            for key in list(self.batches):
-                batch = self.batches[key]
-                full = len(batch.items) >= batching.size
-                if not (full or now - batch.started >= batching.wait):
-                    continue
-                if self.slots.locked():
-                    break
+                if len(batch.items) >= batching.size:
+                    self.ready.append(self.batches.pop(key))
+            for key in [k for k, b in self.batches.items() if now - b.started >= batching.wait]:
+                self.ready.append(self.batches.pop(key))
+            while self.ready and not self.slots.locked() and w._control.paused is None:
                 await self.slots.acquire()
-                del self.batches[key]
-                task = asyncio.create_task(self._deliver(batch.items))
+                task = asyncio.create_task(self._deliver(self.ready.popleft().items))
                 self.inflight.add(task)
                 task.add_done_callback(self.inflight.discard)
             deadline = self._next_deadline(paused)
@@ -398,8 +414,8 @@ class _Leadership:
                 waiter.cancel()
 
     def _next_deadline(self, paused: bool) -> float | None:
-        if self.batches and self.slots.locked():
-            return None  # a finishing delivery wakes us
+        if self.ready or paused:
+            return None  # waiting for a delivery slot: a finishing delivery wakes us
         wait = self.w._batching.wait
         times = [batch.started + wait for batch in self.batches.values()]
         if self.timers and not paused:
@@ -418,9 +434,13 @@ class _Leadership:
                 w._log.exception("sink.deliver_raised", error=f"{type(exc).__name__}: {exc}")
                 outcome = Retry(f"the sink raised {type(exc).__name__}")
             await self._settle(items, outcome, w._clock() - started)
+        except REDIS_ERRORS as exc:  # the outcome could not be recorded: end this leadership;
+            self.failure = exc  # the entries stay pending and are read again
+            self.lost.set()
         finally:
             self.slots.release()
             self.wake.set()
+            await w._control.changed()
 
     async def _settle(self, items: list[_Pending], outcome: Outcome, took: float) -> None:
         w = self.w
@@ -462,7 +482,7 @@ class _Leadership:
                 control.dead_lettered += 1
                 w._log.warning(
                     "sink.dead_lettered",
-                    event=item.event.id,
+                    event_id=item.event.id,
                     reason=why,
                     attempts=item.attempts,
                     status=outcome.status,
@@ -484,7 +504,7 @@ class _Leadership:
             control.retried += 1
             w._log.info(
                 "sink.retry_scheduled",
-                event=item.event.id,
+                event_id=item.event.id,
                 attempt=item.attempts,
                 status=outcome.status,
                 reason=outcome.reason,
@@ -521,9 +541,8 @@ class _Leadership:
             self.ack_wanted.set()
 
     async def _acknowledge(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ack_wanted.wait(), ACK_INTERVAL)
+        while not self.closing:
+            await wait_event(self.ack_wanted, ACK_INTERVAL)
             self.ack_wanted.clear()
             await self._flush_acks()
 
@@ -553,8 +572,4 @@ def _matches(worker: SinkWorker, event: Event) -> bool:
     return matches(worker._settings, event)
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-    return stop.is_set()
+_wait = wait_event

@@ -83,15 +83,43 @@ def build_message(
     where = _fit(_clean(cluster), MAX_VALUE) or "?"
     stream = _clean(stream_key)
 
-    header = f"{where} · stream {_fit(stream, MAX_HEADER - _units(where) - 10)}"
-    if not stream:
+    if stream:
+        header = f"{where} · stream {_fit(stream, MAX_HEADER - _units(where) - 10)}"
+    else:
         header = f"{where} · no stream key"
     tally = " · ".join(f"*{n} {label}*" for n, label in _tally(counts)) or "_no events_"
     context = " · ".join([where, _plural(len(ordered), "event"), *_time_range(ordered)])
 
+    used = _units(header) + _units(tally) + _units(context)
+    sections, more = _pack(ordered, labels, counts, used=used, max_lines=max(max_lines, 0))
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}},
+        _section(tally),
+        *(_section(text) for text in sections),
+    ]
+    if more:
+        blocks.append(_section(more))
+    blocks.append({"type": "context", "elements": [_mrkdwn(context)]})
+    title = f"{where} · {_fit(stream, 100)}" if stream else where
+    counted = ", ".join(f"{n} {label}" for n, label in _tally(counts)) or "no events"
+    return {"text": f"{title}: {counted}", "blocks": blocks}
+
+
+def _pack(
+    ordered: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    counts: Counter[str],
+    *,
+    used: int,
+    max_lines: int,
+) -> tuple[list[str], str]:
+    """The event lines that fit, as section texts, and the "…and N more" line for the rest.
+
+    ``used`` is what the header, counts and context already take of the total. A line is
+    added only if the "more" line for what is left after it still fits too.
+    """
     sections: list[list[str]] = []
     section_units = 0
-    used = _units(header) + _units(tally) + _units(context)
     remaining = Counter(counts)
     more = _more(remaining)
     for event, label in zip(ordered[:max_lines], labels, strict=False):
@@ -99,7 +127,7 @@ def build_message(
         remaining[label] -= 1
         after = _more(remaining)
         joins = bool(sections) and section_units + 1 + _units(line) <= MAX_SECTION
-        cost = _units(line) + (1 if joins else 0)
+        cost = _units(line) + (1 if joins else 0)  # the newline
         blocks = 3 + len(sections) + (0 if joins else 1) + (1 if after else 0)
         if used + cost + _units(after) > MAX_TOTAL or blocks > MAX_BLOCKS:
             remaining[label] += 1
@@ -112,18 +140,7 @@ def build_message(
             section_units = cost
         used += cost
         more = after
-
-    blocks_out: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}},
-        _section(tally),
-        *(_section("\n".join(lines)) for lines in sections),
-    ]
-    if more:
-        blocks_out.append(_section(more))
-    blocks_out.append({"type": "context", "elements": [_mrkdwn(context)]})
-    text = f"{where} · {_fit(stream, 100)}" if stream else where
-    counted = ", ".join(f"{n} {label}" for n, label in _tally(counts)) or "no events"
-    return {"text": f"{text}: {counted}", "blocks": blocks_out}
+    return ["\n".join(lines) for lines in sections], more
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
@@ -145,9 +162,9 @@ def _escape(text: str) -> str:
 
 def _keep(char: str) -> str:
     """A character of an API value as it may be shown: controls go, line breaks become spaces."""
-    category = unicodedata.category(char)
-    if char in "\t\n\r\v\f" or category in ("Zl", "Zp"):
+    if char.isspace():  # newlines, tabs, NEL, line and paragraph separators
         return " "
+    category = unicodedata.category(char)
     if category in ("Cc", "Cs") or (category == "Cf" and char != "\u200d"):
         return ""  # controls, lone surrogates, bidi overrides; the emoji joiner stays
     return "'" if char == "`" else char  # a backquote would end the id's code span
@@ -164,24 +181,30 @@ def _clean(value: object) -> str:
     return " ".join("".join(_keep(char) for char in raw[:4000]).split())
 
 
-def _fit(text: str, budget: int) -> str:
-    """``text`` escaped, and cut with "…" so that it takes at most ``budget`` UTF-16 units."""
-    escaped = _escape(text)
-    if _units(escaped) <= budget:
-        return escaped
-    pieces: list[str] = []
+def _fit(text: str, budget: int, *, escapes_count: bool = True) -> str:
+    """``text`` escaped, cut with "…" when longer than ``budget`` UTF-16 units.
+
+    ``escapes_count``: measure the escaped text, which Slack's limits apply to; else the text
+    as a person reads it (a value inside a line, whose length is bounded anyway).
+    """
+
+    def cost(char: str) -> int:
+        return _units(_escape(char) if escapes_count else char)
+
+    if sum(cost(char) for char in text) <= budget:
+        return _escape(text)
+    kept: list[str] = []
     used = 1  # the ellipsis
     for char in text:
-        piece = _escape(char)
-        used += _units(piece)
+        used += cost(char)
         if used > budget:
             break
-        pieces.append(piece)
-    return "".join(pieces).rstrip() + "…"
+        kept.append(char)
+    return _escape("".join(kept).rstrip()) + "…"
 
 
 def _value(value: object, budget: int = MAX_VALUE) -> str:
-    return _fit(_clean(value), budget)
+    return _fit(_clean(value), budget, escapes_count=False)
 
 
 def _number(value: object) -> str:

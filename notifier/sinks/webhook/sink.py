@@ -73,8 +73,8 @@ class WebhookSink:
         return Batching(size=self.settings.batch_size, wait=self.settings.batch_wait)
 
     async def deliver(self, events: Sequence[Event]) -> Outcome:
-        """One signed POST; the answer decides the outcome."""
-        if len(events) == 1:
+        """One signed POST (in batch mode, always a JSON array); the answer decides."""
+        if self.settings.batch_size == 1:
             body, message_id, kind = events[0].body, events[0].id, CONTENT_TYPE
         else:
             body = b"[" + b",".join(e.body for e in events) + b"]"

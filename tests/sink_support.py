@@ -1,0 +1,146 @@
+"""Events in a real stream, and a sink worker running against it, for delivery tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from notifier.events import EventType, encode_event
+from notifier.keys import ClusterKeys, sink_group
+from notifier.sinks.stream import SinkStream
+from notifier.sinks.worker import SinkControl, SinkWorker
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from redis.asyncio import Redis
+
+    from notifier.sinks.base import Sink
+    from notifier.sinks.settings import SinkBaseSettings
+
+KEYS = ClusterKeys("notifier", "eu-1")
+EPOCH = "8a7c9d1e-1111-4222-8333-944455556666"
+STREAM_KEYS = ["live-1", "live-2", "backstage"]
+COUNTRIES = ["PL", "DE", "FR"]
+
+
+def make_events(count: int, viewers: int, *, seed: int = 1) -> list[dict[str, Any]]:
+    """Events in a plausible order: per viewer connected, health changes, disconnected."""
+    rng = random.Random(seed)
+    kinds: list[EventType] = ["viewer.health_dropped", "viewer.health_recovered"]
+    out = []
+    step: dict[int, int] = {}
+    for sequence in range(1, count + 1):
+        v = rng.randrange(viewers)
+        n = step.get(v, 0)
+        step[v] = n + 1
+        kind: EventType = "viewer.connected" if n == 0 else kinds[n % 2]
+        record = {
+            "id": f"v_{v:04d}",
+            "streamKey": STREAM_KEYS[v % 3],
+            "countryCode": COUNTRIES[v % 3],
+            "deviceType": "DESKTOP",
+            "browserName": "Chrome",
+            "healthScore": 40 + n,
+            "healthGrade": "Bad",
+            "applicationId": "app-1",
+            "harnessType": "STORM_MSE_VIEWER",
+        }
+        data: dict[str, Any] = {}
+        if kind != "viewer.connected":
+            data = {"previous": {"healthScore": 80, "healthGrade": "Good"}, "threshold": 50}
+        event_id, body = encode_event(
+            cluster=KEYS.cluster,
+            event_type=kind,
+            viewer_id=record["id"],
+            record=json.dumps(record).encode(),
+            data=data,
+            sequence=sequence,
+            epoch=EPOCH,
+            time_ms=1_770_000_000_000 + sequence,
+        )
+        out.append(
+            {
+                "type": kind,
+                "id": event_id,
+                "body": body,
+                "viewer": record["id"],
+                "sequence": sequence,
+                "streamKey": record["streamKey"],
+                "country": record["countryCode"],
+            }
+        )
+    return out
+
+
+async def publish(redis: Redis, events: list[dict[str, Any]], keys: ClusterKeys = KEYS) -> None:
+    """XADD events the way the poller does."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for event in events:
+            pipe.xadd(
+                keys.events, {"type": event["type"], "id": event["id"], "event": event["body"]}
+            )
+        await pipe.execute()
+
+
+async def create_group(redis: Redis, sink: str, keys: ClusterKeys = KEYS) -> None:
+    """The consumer group, as a poller or worker makes it at start-up."""
+    await SinkStream(redis, keys, sink, maxlen=100_000).ensure_group()
+
+
+async def pending(redis: Redis, sink: str, keys: ClusterKeys = KEYS) -> int:
+    """Entries delivered to the group but not acknowledged."""
+    info = await redis.xpending(keys.events, sink_group(sink))
+    return int(info["pending"])
+
+
+@asynccontextmanager
+async def running_worker(
+    sink: Sink,
+    settings: SinkBaseSettings,
+    redis: Redis,
+    *,
+    control: SinkControl | None = None,
+    concurrency: int = 8,
+    claim_idle: float = 2.0,
+    keys: ClusterKeys = KEYS,
+    owner: str | None = None,
+) -> AsyncIterator[SinkControl]:
+    """A SinkWorker delivering until the block ends (then a graceful stop)."""
+    control = control or SinkControl(settings.name)
+    worker = SinkWorker(
+        sink,
+        settings,
+        control,
+        cluster=keys.cluster,
+        redis=redis,
+        keys=keys,
+        owner=owner or f"test-{uuid.uuid4().hex[:6]}",
+        maxlen=100_000,
+        concurrency=concurrency,
+        lease_ttl=2.0,
+        claim_idle=claim_idle,
+        rng=random.Random(0),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield control
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await sink.aclose()
+
+
+def by_viewer(items: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Sequence numbers per viewer, in the order given."""
+    out: dict[str, list[int]] = {}
+    for item in items:
+        out.setdefault(item["subject"] if "subject" in item else item["viewer"], []).append(
+            item["sequence"]
+        )
+    return out
