@@ -39,8 +39,9 @@ def make_events(count: int, viewers: int, *, seed: int = 1) -> list[dict[str, An
         n = step.get(v, 0)
         step[v] = n + 1
         kind: EventType = "viewer.connected" if n == 0 else kinds[n % 2]
-        record = {
-            "id": f"v_{v:04d}",
+        viewer_id = f"v_{v:04d}"
+        record: dict[str, Any] = {
+            "id": viewer_id,
             "streamKey": STREAM_KEYS[v % 3],
             "countryCode": COUNTRIES[v % 3],
             "deviceType": "DESKTOP",
@@ -56,7 +57,7 @@ def make_events(count: int, viewers: int, *, seed: int = 1) -> list[dict[str, An
         event_id, body = encode_event(
             cluster=KEYS.cluster,
             event_type=kind,
-            viewer_id=record["id"],
+            viewer_id=viewer_id,
             record=json.dumps(record).encode(),
             data=data,
             sequence=sequence,
