@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
-from ._model import Frozen, Name, PositiveSeconds
+from ._model import Frozen, Name, PositiveSeconds, Seconds
 from .errors import ConfigError
 from .sinks.config import BUILTIN_SINK_TYPES, SinkSettings
 from .sinks.registry import plugin_types, validate_plugin
@@ -177,6 +177,12 @@ class DetectionSettings(Frozen):
     )
     leader_lease: PositiveSeconds = Field(
         default=5.0, description="lease of the poller leading a cluster; replicas take over after"
+    )
+    record_refresh: Seconds = Field(
+        default=60.0,
+        description="rewrite each tracked viewer's newest record in Redis at least this often"
+        " (0: only when something else about it changes); after a crash or failover a"
+        " disconnect carries a record at most this old",
     )
 
 

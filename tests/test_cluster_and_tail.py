@@ -111,6 +111,9 @@ async def test_tail_prints_new_events_as_they_arrive(
             stderr=asyncio.subprocess.PIPE,
         )
         assert tail.stdout is not None
+        assert tail.stderr is not None
+        while b"tail.following" not in await asyncio.wait_for(tail.stderr.readline(), 30):
+            pass  # each line is a log event; the one we wait for says tail is in place
         try:
             async with services(config, tmp_path / "run.log") as (service,):
                 await wait_for_polls(sim, 8)

@@ -394,3 +394,91 @@ async def test_without_a_batch_endpoint_the_plain_rules_apply(redis: Redis) -> N
         ("viewer.connected", "v_b"),
         ("viewer.disconnected", "v_b"),
     ]
+
+
+async def test_a_commit_sent_twice_is_applied_once(redis: Redis) -> None:
+    """A client re-sending a commit after a lost reply gets "ok", and nothing is applied twice."""
+    store = StateStore(redis, KEYS, maxlen=1000)
+    lease = Lease(redis, KEYS.lease, KEYS.fence, "me", ttl=10)
+    assert await lease.acquire()
+    assert lease.value is not None
+    snapshot = await store.load()
+    detection = _detect({}, "a")
+    for _ in range(2):
+        outcome, generation = await store.commit(
+            snapshot, detection, [_event(1)], lease=lease.value, polled_at=1, commit_id="c-1"
+        )
+        assert (outcome, generation) == (CommitOutcome.COMMITTED, 1)
+    assert await redis.xlen(KEYS.events) == 1
+    assert (await redis.hget(KEYS.meta, "polls")) == b"1"
+
+
+async def test_a_failing_lookup_freezes_misses_but_not_the_stream(redis: Redis) -> None:
+    """Batch lookups answering 503: joins still commit; nobody is disconnected meanwhile."""
+    listed = [["v_a", "v_b"], ["v_a", "v_c"], ["v_a", "v_c"], ["v_a", "v_c"], ["v_a", "v_c"]]
+    batch_ok = {"value": False}
+    calls: list[int] = []
+
+    async def viewers(request: web.Request) -> web.Response:
+        ids = listed[min(len(calls), len(listed) - 1)]
+        calls.append(1)
+        rows = [{"id": i, "healthScore": 90, "healthGrade": "Very Good"} for i in ids]
+        return web.json_response({"data": {"list": rows, "totalPages": 1}})
+
+    async def batch(request: web.Request) -> web.Response:
+        if not batch_ok["value"]:
+            return web.json_response({"message": "busy"}, status=503)
+        return web.json_response({"data": {"found": [], "notFound": ["v_b"]}})
+
+    routes = {
+        ("GET", "/api/cluster/viewers"): viewers,
+        ("POST", "/api/cluster/viewers/batch"): batch,
+    }
+    async with (
+        scripted_storm(routes) as url,
+        poller_for(
+            url, redis, DetectionSettings(), auth={"token": "t"}, poll_budget="300ms"
+        ) as poller,
+    ):
+        for _ in range(3):
+            await poller.cycle()
+        kinds = [(e["type"], e["subject"]) for e in await stream_events(redis, KEYS.events)]
+        assert kinds == [
+            ("viewer.connected", "v_a"),
+            ("viewer.connected", "v_b"),
+            ("viewer.connected", "v_c"),
+        ]
+        batch_ok["value"] = True
+        for _ in range(2):
+            await poller.cycle()
+    kinds = [(e["type"], e["subject"]) for e in await stream_events(redis, KEYS.events)]
+    assert kinds[-1] == ("viewer.disconnected", "v_b")
+    assert len(kinds) == 4
+
+
+async def test_after_a_crash_disconnects_carry_a_recent_record(
+    redis_url: str, redis: Redis
+) -> None:
+    """A restarted poller rewrites the stale records it loaded, so after another crash a
+    disconnect still carries the record of the last poll that saw the viewer."""
+    population = PopulationSettings(seed=6, viewers=20, join_rate=0, leave_rate=0)
+    detection = DetectionSettings()
+    async with lockstep(SimulatorSettings(population=population), Faults(), redis_url, KEYS) as sim:
+        async with poller_for(sim.url, redis, detection) as first:
+            for _ in range(5):
+                await first.cycle()  # then it "dies": no clean stop, no checkpoint
+        await redis.delete(KEYS.lease)
+        async with poller_for(sim.url, redis, detection) as second:
+            await second.cycle()  # sees everyone, rewrites the stale records it loaded; dies
+        await redis.delete(KEYS.lease)
+        polls = await sim.polls()
+        gone = sorted(sim.simulator.population.ids())[0]
+        last_seen = next(r for r in sim.states[polls - 1] if r["id"] == gone)
+        sim.simulator.population.leave([gone])
+        async with poller_for(sim.url, redis, detection) as third:
+            for _ in range(3):
+                await third.cycle()
+    events = await stream_events(redis, KEYS.events)
+    (disconnect,) = [e for e in events if e["type"] == "viewer.disconnected"]
+    assert disconnect["subject"] == gone
+    assert disconnect["data"]["viewer"] == last_seen

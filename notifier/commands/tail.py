@@ -87,6 +87,7 @@ async def _follow(
     last = "0-0" if start in ("0", "-") else start
     if last == "$":  # resolve now, so that a reconnect does not skip what came in between
         last = await _last_id(redis, stream)
+    log.info("tail.following", stream=stream, after=last)
     failing = False
     while not stop.is_set():
         try:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -22,7 +24,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from notifier._aio import wait_event
-from notifier.detect.rules import detect
+from notifier.detect.rules import Track, detect
 from notifier.detect.store import Checkpoint, CommitOutcome, EncodedEvent, Snapshot
 from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
 from notifier.events import encode_event
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_LOOKUPS", "Poller", "next_slot"]
 
 MAX_LOOKUPS = 2000  # absent viewers confirmed per poll; a larger exodus is real, not drift
-MAX_STALE_RETRIES = 3
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 
@@ -63,6 +64,7 @@ class Poller:
         store: StateStore,
         lease: Lease,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._cluster = cluster
         self._detection = detection
@@ -70,8 +72,11 @@ class Poller:
         self._store = store
         self._lease = lease
         self._clock = clock
+        self._wall_clock = wall_clock
         self._snapshot: Snapshot | None = None
+        self._written: dict[str, int] = {}  # viewer -> when Redis got its record (ms), oldest first
         self._lookups = detection.confirm_with_lookup
+        self._lookup_ok = True
         self._storm_ok: bool | None = None
         self._redis_ok: bool | None = None
         self._leading = False
@@ -138,63 +143,110 @@ class Poller:
             self._redis_state(ok=True)
 
     async def apply(self, poll: Poll) -> None:
-        """Turn one complete poll into a commit; reload and recompute if Redis moved on."""
+        """Turn one complete poll into one commit.
+
+        If Redis is not at the generation the poll was computed against (another writer, or
+        a commit whose reply was lost), the poll is dropped rather than applied to a state
+        it was not computed for: that would count its misses twice. The next poll is
+        computed from the reloaded state.
+        """
         polled_at = int(poll.started_at * 1000)
-        for _ in range(MAX_STALE_RETRIES):
-            snapshot = self._snapshot or await self._store.load()
-            confirmed = await self._confirm_absent(poll, snapshot)
-            if confirmed is None:
-                return
-            detection = detect(
-                snapshot.tracked,
-                poll.viewers,
-                confirmed=confirmed,
-                polled_at=polled_at,
-                settings=self._detection,
-            )
-            events = self._encode(detection, snapshot, polled_at)
-            lease = self._lease.value
-            if lease is None:
-                return
-            outcome, generation = await self._store.commit(
-                snapshot, detection, events, lease=lease, polled_at=polled_at
-            )
-            if outcome is CommitOutcome.COMMITTED:
-                self._snapshot = Snapshot(
-                    generation=generation,
-                    sequence=snapshot.sequence + len(events),
-                    epoch=snapshot.epoch,
-                    tracked=detection.state,
-                )
-                self.commits += 1
-                self.events += len(events)
-                self._log.debug(
-                    "poller.committed",
-                    generation=generation,
-                    events=len(events),
-                    viewers=len(detection.state),
-                )
-                return
+        snapshot = self._snapshot or await self._load()
+        confirmed, count_misses = await self._confirm_absent(poll, snapshot)
+        detection = detect(
+            snapshot.tracked,
+            poll.viewers,
+            confirmed=confirmed,
+            count_misses=count_misses,
+            polled_at=polled_at,
+            settings=self._detection,
+        )
+        detection = self._with_refreshed_records(detection)
+        events = self._encode(detection, snapshot, polled_at)
+        lease = self._lease.value
+        if lease is None:
+            return
+        outcome, generation = await self._store.commit(
+            snapshot, detection, events, lease=lease, polled_at=polled_at
+        )
+        if outcome is not CommitOutcome.COMMITTED:
             self._snapshot = None
             if outcome is CommitOutcome.FENCED:
                 self._lease.forget()
                 self._set_leading(leading=False, reason="fenced")
-                return
-            self._log.info(
-                "poller.state_moved", generation=generation, expected=snapshot.generation
-            )
-        self._log.warning("poller.commit_abandoned", attempts=MAX_STALE_RETRIES)
+            else:
+                self._log.info(
+                    "poller.poll_dropped",
+                    reason="the state in Redis moved on",
+                    generation=generation,
+                    expected=snapshot.generation,
+                )
+            return
+        self._snapshot = Snapshot(
+            generation=generation,
+            sequence=snapshot.sequence + len(events),
+            epoch=snapshot.epoch,
+            tracked=detection.state,
+        )
+        now = int(self._wall_clock() * 1000)
+        for viewer_id in detection.upserts:
+            self._written.pop(viewer_id, None)
+            self._written[viewer_id] = now
+        for viewer_id in detection.deletes:
+            self._written.pop(viewer_id, None)
+        self.commits += 1
+        self.events += len(events)
+        self._log.debug(
+            "poller.committed",
+            generation=generation,
+            events=len(events),
+            viewers=len(detection.state),
+            writes=len(detection.upserts),
+        )
+
+    async def _load(self) -> Snapshot:
+        snapshot = await self._store.load()
+        self._written = dict.fromkeys(snapshot.tracked, 0)  # unknown age: refresh them first
+        return snapshot
+
+    def _with_refreshed_records(self, detection: Detection) -> Detection:
+        """Add the oldest records Redis holds, so none is older than ``record_refresh``.
+
+        Redis gets a viewer's record whenever anything else about it changes; a steady viewer's
+        record would otherwise be as old as its last change, and a disconnect after a crash
+        or failover would carry it. Each poll rewrites a slice, at most the audience times
+        ``poll_interval / record_refresh`` viewers.
+        """
+        refresh = self._detection.record_refresh
+        if not refresh or not self._written:
+            return detection
+        state = detection.state
+        limit = max(100, math.ceil(len(state) * self._cluster.poll_interval / refresh))
+        cutoff = int((self._wall_clock() - refresh) * 1000)
+        extra: dict[str, Track] = {}
+        for viewer_id, written in self._written.items():
+            if written > cutoff or len(extra) >= limit:
+                break
+            track = state.get(viewer_id)
+            if track is not None and viewer_id not in detection.upserts:
+                extra[viewer_id] = track
+        if not extra:
+            return detection
+        return dataclasses.replace(detection, upserts={**extra, **detection.upserts})
 
     # --- confirmation of absent viewers --------------------------------------------------------
 
-    async def _confirm_absent(self, poll: Poll, snapshot: Snapshot) -> Mapping[str, Viewer] | None:
-        """Tracked viewers the list skipped but the server still knows; None if unsure."""
+    async def _confirm_absent(
+        self, poll: Poll, snapshot: Snapshot
+    ) -> tuple[Mapping[str, Viewer], bool]:
+        """Tracked viewers the list skipped but the server still knows, and whether the
+        others may count a miss (not when the lookup failed: then we cannot tell)."""
         if not self._lookups:
-            return {}
+            return {}, True
         seen = poll.viewers
         absent = [vid for vid in snapshot.tracked if vid not in seen]
         if not absent:
-            return {}
+            return {}, True
         if len(absent) > MAX_LOOKUPS:
             tracked = snapshot.tracked
             absent.sort(key=lambda vid: tracked[vid].missed, reverse=True)
@@ -204,11 +256,20 @@ class Poller:
         except (StormRequestError, StormSchemaError) as exc:
             self._lookups = False  # this deployment's batch endpoint cannot help
             self._log.warning("poller.lookup_unsupported", error=str(exc))
-            return {}
+            return {}, True
         except StormError as exc:
-            self._storm_state(ok=False, error=f"batch lookup: {exc}")
-            return None
-        return lookup.found
+            if self._lookup_ok:
+                self._log.warning(
+                    "poller.lookup_failed",
+                    error=str(exc),
+                    effect="missing viewers count no miss until lookups work",
+                )
+            self._lookup_ok = False
+            return {}, False
+        if not self._lookup_ok:
+            self._log.info("poller.lookup_recovered")
+        self._lookup_ok = True
+        return lookup.found, True
 
     def _encode(
         self, detection: Detection, snapshot: Snapshot, polled_at: int

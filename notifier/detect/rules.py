@@ -96,11 +96,13 @@ def detect(
     polled_at: int,
     settings: DetectionSettings,
     confirmed: Mapping[str, Viewer] | None = None,
+    count_misses: bool = True,
 ) -> Detection:
     """Apply one complete poll to the tracked state.
 
     ``seen`` is every viewer the list returned; ``confirmed``, tracked viewers the list left
-    out but a lookup found.
+    out but a lookup found. With ``count_misses`` False (the lookup could not be done), the
+    viewers the list left out neither count a miss nor reset one.
     """
     state: dict[str, Track] = {}
     upserts: dict[str, Track] = {}
@@ -126,10 +128,14 @@ def detect(
             continue
         found = confirmed.get(viewer_id) if confirmed else None
         if found is not None and before.unlisted < UNLISTED_LIMIT:
+            # Seen; its record stays the list's (a lookup may answer in another shape).
             base = msgspec.structs.replace(
-                before, record=found.raw, seen_at=polled_at, missed=0, unlisted=before.unlisted + 1
+                before, seen_at=polled_at, missed=0, unlisted=before.unlisted + 1
             )
             state[viewer_id] = upserts[viewer_id] = _observe_health(base, found, health, emissions)
+            continue
+        if not count_misses:
+            state[viewer_id] = before
             continue
         missed = before.missed + 1
         if missed >= limit:

@@ -6,8 +6,10 @@ Layout (see ``notifier.keys``): ``P:{C}:viewers`` maps viewer id -> tracked stat
 
 One Lua script per poll checks the generation the poller computed against and the leader's
 fencing token, writes only the changed entries, XADDs the events and bumps the generation:
-all or nothing. A crash or a lost reply at any point therefore emits no event twice and loses
-none: a poller that is unsure reloads the state and computes again from what Redis holds.
+all or nothing. Each commit carries an id, so a copy re-sent by the client after a lost reply
+is answered "ok" rather than "stale". A crash or a lost reply at any point therefore emits no
+event twice and loses none: a poller that is unsure drops the poll, reloads the state, and
+computes the next poll from what Redis holds.
 """
 
 from __future__ import annotations
@@ -39,11 +41,15 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 _COMMIT = """
 local meta, viewers, events, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local generation = tonumber(redis.call('HGET', meta, 'generation') or '0')
-if generation ~= tonumber(ARGV[1]) then return {'stale', generation} end
+if generation ~= tonumber(ARGV[1]) then
+  -- The same commit sent twice (a client that re-sends after a lost reply) is not stale.
+  if redis.call('HGET', meta, 'commit') == ARGV[9] then return {'ok', generation} end
+  return {'stale', generation}
+end
 if redis.call('GET', lease) ~= ARGV[2] then return {'fenced', generation} end
 local maxlen = ARGV[3]
 local upserts, deletes, count = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local i = 9
+local i = 10
 while upserts > 0 do
   local batch = {}
   local n = math.min(upserts, 500)
@@ -71,9 +77,10 @@ for _ = 1, count do
   i = i + 3
 end
 if ARGV[5] == '' then
-  redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4])
+  redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4], 'commit', ARGV[9])
 else
-  redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4], 'polled_at', ARGV[5])
+  redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4], 'commit', ARGV[9],
+             'polled_at', ARGV[5])
   redis.call('HINCRBY', meta, 'polls', 1)
 end
 return {'ok', generation + 1}
@@ -130,6 +137,9 @@ class StateStore:
 
     async def load(self) -> Snapshot:
         """Everything tracked, read atomically with the generation it belongs to."""
+        # Load the commit script now: a first EVALSHA that misses would send a large first
+        # commit twice (NOSCRIPT, then again after loading).
+        await self._redis.script_load(_COMMIT)
         keys = [self._keys.meta, self._keys.viewers]
         meta_pairs, viewer_pairs = await self._load(keys=keys, args=[str(uuid.uuid4())])
         meta = _pairs(meta_pairs)
@@ -163,6 +173,7 @@ class StateStore:
         *,
         lease: str,
         polled_at: int | None,
+        commit_id: str | None = None,
     ) -> tuple[CommitOutcome, int]:
         """Apply one poll atomically; returns the outcome and the generation Redis is now at.
 
@@ -177,6 +188,7 @@ class StateStore:
             len(detection.upserts),
             len(detection.deletes),
             len(events),
+            commit_id or uuid.uuid4().hex,  # a re-sent copy is recognised, not called stale
         ]
         for viewer_id, track in detection.upserts.items():
             args += (viewer_id, _encode_track(track))

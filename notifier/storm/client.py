@@ -1,20 +1,22 @@
 """The Storm cluster API client: every viewer of a cluster, read correctly and fast.
 
 A poll reads page 1, then the remaining pages ``concurrency`` at a time, following what the
-server reports as it goes (a capped ``rowsPerPage``, totals that grow or shrink mid-pass).
-Failed pages are retried with backoff inside the poll budget; ``Retry-After`` pauses every
-request of the cluster. The result says whether the poll is complete: an incomplete poll must
-never be mistaken for "everyone left".
+server reports as it goes (a capped ``rowsPerPage``, totals that grow or shrink mid-pass);
+``paging`` decides what the pages add up to. Failed pages are retried with backoff; the whole
+poll, successful requests included, ends when ``poll_budget`` runs out. ``Retry-After`` pauses
+every request of the cluster (for ``MAX_RETRY_AFTER`` at most). The result says whether the poll
+is complete: an incomplete poll must never be mistaken for "everyone left".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import msgspec
@@ -31,18 +33,12 @@ from notifier.errors import (
 )
 
 from ._retry import Backoff, RetryableFailure, is_retryable_status, parse_retry_after
-from .auth import Auth, LoginAuth, LoginResponse, StaticTokenAuth
-from .decode import (
-    MalformedBody,
-    Page,
-    Viewer,
-    decode_error_message,
-    decode_page,
-    decode_viewer,
-)
+from .auth import Auth, LoginAuth, LoginResponse, StaticTokenAuth, is_auth_failure
+from .decode import MalformedBody, Page, Viewer, decode_found, decode_page, describe_status
+from .paging import MAX_PAGES, Tally, check_page, last_page
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
     from multidict import CIMultiDictProxy
 
@@ -52,10 +48,9 @@ __all__ = ["Lookup", "Poll", "StormClient", "create_session"]
 
 VIEWERS_PATH = "/api/cluster/viewers"
 BATCH_PATH = "/api/cluster/viewers/batch"
-DEAD_TOKEN_MESSAGE = "could not authorize with given access token"  # noqa: S105 - a message
 SCHEMA_ATTEMPTS = 2  # a schema error is retried once: it is rarely transient
 BATCH_SIZE = 100
-MAX_PAGES = 1_000_000  # a runaway server that always says hasNext stops here
+MAX_RETRY_AFTER = 300.0  # one Retry-After pauses the cluster for 5 minutes at most
 
 T = TypeVar("T")
 
@@ -86,26 +81,6 @@ class Lookup:
 
     found: Mapping[str, Viewer]
     not_found: frozenset[str]
-
-
-@dataclass(slots=True)
-class _Pass:
-    """What one poll has gathered so far."""
-
-    viewers: dict[str, Viewer] = field(default_factory=dict)
-    pages: int = 0
-    duplicates: int = 0
-    totals: set[int] = field(default_factory=set)
-
-    def add(self, page: Page) -> None:
-        self.pages += 1
-        if page.total_items is not None:
-            self.totals.add(page.total_items)
-        viewers = self.viewers
-        before = len(viewers)
-        for viewer in page.viewers:
-            viewers[viewer.id] = viewer
-        self.duplicates += len(page.viewers) - (len(viewers) - before)
 
 
 def create_session(settings: ClusterSettings) -> aiohttp.ClientSession:
@@ -146,17 +121,21 @@ class StormClient:
         }
         if settings.auth.api_key is not None:
             self._headers["X-Api-Key"] = settings.auth.api_key.get_secret_value()
+        self._log = structlog.get_logger("notifier.storm").bind(cluster=settings.name)
         self._auth: Auth
         if settings.auth.token is not None:
             self._auth = StaticTokenAuth(settings.auth.token)
         else:
             self._auth = LoginAuth(
-                self._post_login, self._post_logout, clock=clock, wall_clock=wall_clock
+                self._post_login,
+                self._post_logout,
+                clock=clock,
+                wall_clock=wall_clock,
+                log=self._log,
             )
         self._paused_until = 0.0
         self._requests = 0
         self._batch_field = "ids"
-        self._log = structlog.get_logger("notifier.storm").bind(cluster=settings.name)
 
     @property
     def logins(self) -> int:
@@ -170,11 +149,12 @@ class StormClient:
         started, wall = self._clock(), self._wall_clock()
         deadline = started + self._settings.poll_budget
         requests_before = self._requests
-        gathered = _Pass()
+        gathered = Tally()
         error: str | None = None
         try:
-            for query in self._queries():
-                await self._read_pass(query, deadline, gathered)
+            async with self._budget("the poll"):
+                for query in self._queries():
+                    await self._read_pass(query, deadline, gathered)
         except StormError as exc:
             error = str(exc)
         poll = Poll(
@@ -185,7 +165,7 @@ class StormClient:
             pages=gathered.pages,
             requests=self._requests - requests_before,
             duplicates=gathered.duplicates,
-            drift=len(gathered.totals) > 1,
+            drift=gathered.drift,
             started_at=wall,
             duration=self._clock() - started,
         )
@@ -203,7 +183,8 @@ class StormClient:
     async def count(self) -> int | None:
         """How many viewers the cluster reports (one small request): a reachability check."""
         deadline = self._clock() + self._settings.poll_budget
-        page = await self._fetch_page(self._base_query(), 1, deadline, rows=1)
+        async with self._budget("counting viewers"):
+            page = await self._fetch_page(self._base_query(), 1, deadline, rows=1)
         return page.total_items
 
     async def lookup(self, viewer_ids: Iterable[str]) -> Lookup:
@@ -212,18 +193,34 @@ class StormClient:
         deadline = self._clock() + self._settings.poll_budget
         found: dict[str, Viewer] = {}
         not_found: set[str] = set()
-        for start in range(0, len(ids), BATCH_SIZE):
-            chunk = ids[start : start + BATCH_SIZE]
-            chunk_found = await self._retrying(
-                f"batch lookup of {len(chunk)} ids", deadline, functools.partial(self._batch, chunk)
-            )
-            found.update(chunk_found)
-            not_found.update(i for i in chunk if i not in chunk_found)
+        async with self._budget("the batch lookup"):
+            for start in range(0, len(ids), BATCH_SIZE):
+                chunk = ids[start : start + BATCH_SIZE]
+                what = f"batch lookup of {len(chunk)} ids"
+                chunk_found = await self._retrying(
+                    what, deadline, functools.partial(self._batch, chunk)
+                )
+                found.update(chunk_found)
+                not_found.update(i for i in chunk if i not in chunk_found)
         return Lookup(found=found, not_found=frozenset(not_found))
 
     async def aclose(self) -> None:
         """Log out if logged in (best effort). The session belongs to the caller."""
         await self._auth.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _budget(self, what: str) -> AsyncIterator[None]:
+        """Cut the work inside at ``poll_budget``, however well its requests are going."""
+        budget = self._settings.poll_budget
+        try:
+            async with asyncio.timeout(budget) as timeout:
+                yield
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise StormUnavailable(
+                f"{what} did not finish within the poll budget ({format_duration(budget)})"
+            ) from None
 
     # --- paging -------------------------------------------------------------------------------
 
@@ -243,20 +240,30 @@ class StormClient:
             return [base]
         return [{**base, "harnessType": harness} for harness in types]
 
-    async def _read_pass(self, query: dict[str, str], deadline: float, into: _Pass) -> None:
+    async def _read_pass(self, query: dict[str, str], deadline: float, into: Tally) -> None:
+        into.start_pass()
         first = await self._fetch_page(query, 1, deadline)
-        into.add(first)
-        target = _last_page(first)
+        new = into.add(first)
+        per_page = first.items_per_page or len(first.viewers) or None
+        target = last_page(first, per_page)
         if target is None:
-            await self._read_sequentially(query, deadline, into, first)
-            return
+            await self._read_sequentially(query, deadline, into, first, per_page)
+        else:
+            target = _extended(target, 1, first, new)
+            await self._read_concurrently(query, deadline, into, target, per_page)
+        into.check_pass()
+
+    async def _read_concurrently(
+        self, query: dict[str, str], deadline: float, into: Tally, target: int, per_page: int | None
+    ) -> None:
+        """Pages 2 to ``target``, ``concurrency`` at a time, moving the target as totals change."""
         next_page = 2
         in_flight: dict[asyncio.Task[Page], int] = {}
         try:
             while True:
                 while next_page <= target and len(in_flight) < self._settings.concurrency:
-                    task = asyncio.create_task(self._fetch_page(query, next_page, deadline))
-                    in_flight[task] = next_page
+                    fetch = self._fetch_page(query, next_page, deadline, per_page=per_page)
+                    in_flight[asyncio.create_task(fetch)] = next_page
                     next_page += 1
                 if not in_flight:
                     return
@@ -266,15 +273,15 @@ class StormClient:
                     try:
                         page = task.result()
                     except StormRequestError as exc:
-                        if not await self._is_past_end(query, number, deadline, exc):
+                        if not await self._is_past_end(query, number, deadline, per_page, exc):
                             raise
                         continue
-                    into.add(page)
-                    reported = _last_page(page)
+                    new = into.add(page)
+                    reported = last_page(page, per_page)
                     if reported is not None and reported > target:
-                        target = min(reported, MAX_PAGES)  # the audience grew mid-pass
-                    if number == target and page.has_next and page.viewers and target < MAX_PAGES:
-                        target += 1  # the last page says there is more
+                        target = reported  # the audience grew mid-pass
+                    if number == target:
+                        target = _extended(target, number, page, new)
         finally:
             for task in in_flight:
                 task.cancel()
@@ -282,40 +289,53 @@ class StormClient:
                 await asyncio.wait(in_flight)
 
     async def _read_sequentially(
-        self, query: dict[str, str], deadline: float, into: _Pass, first: Page
+        self, query: dict[str, str], deadline: float, into: Tally, first: Page, size: int | None
     ) -> None:
         """For servers that report no totals: follow hasNext (or full pages) one at a time."""
-        size = first.items_per_page or len(first.viewers)
-        page, number = first, 1
-        while (
-            number < MAX_PAGES
-            and page.viewers
-            and (page.has_next if page.has_next is not None else len(page.viewers) >= size)
-        ):
+        page, number, new = first, 1, len(first.viewers)
+        while number < MAX_PAGES and _more_after(page, size or 0):
+            if not new:
+                raise _repeating(number)
             number += 1
-            page = await self._fetch_page(query, number, deadline)
-            into.add(page)
+            page = await self._fetch_page(query, number, deadline, per_page=size)
+            new = into.add(page)
 
     async def _is_past_end(
-        self, query: dict[str, str], number: int, deadline: float, exc: StormRequestError
+        self,
+        query: dict[str, str],
+        number: int,
+        deadline: float,
+        per_page: int | None,
+        exc: StormRequestError,
     ) -> bool:
         """A 400/404 for a page past the end of a shrunken audience means "no more rows"."""
         if exc.status not in (400, 404, 416):
             return False
-        current = _last_page(await self._fetch_page(query, 1, deadline))
+        current = last_page(await self._fetch_page(query, 1, deadline), per_page)
         return current is not None and number > current
 
     async def _fetch_page(
-        self, query: dict[str, str], number: int, deadline: float, *, rows: int | None = None
+        self,
+        query: dict[str, str],
+        number: int,
+        deadline: float,
+        *,
+        rows: int | None = None,
+        per_page: int | None = None,
     ) -> Page:
+        """Page ``number``, checked against the request (``per_page``: what page 1 held)."""
         params = {
             **query,
             "page": str(number),
             "rowsPerPage": str(rows or self._settings.page_size),
         }
-        return await self._retrying(
-            f"page {number}", deadline, lambda: self._get_page(params), schema_attempts=True
-        )
+
+        async def attempt() -> Page:
+            page = await self._get_page(params)
+            check_page(page, number, per_page)
+            return page
+
+        return await self._retrying(f"page {number}", deadline, attempt, schema_attempts=True)
 
     async def _get_page(self, params: dict[str, str]) -> Page:
         status, headers, body = await self._call("GET", VIEWERS_PATH, params=params)
@@ -336,7 +356,10 @@ class StormClient:
                 continue  # some deployments call the field connectionIds
             self._raise_for_status(status, headers, body)
             self._batch_field = field_name
-            return _decode_found(body)
+            try:
+                return {viewer.id: viewer for viewer in decode_found(body)}
+            except MalformedBody as exc:
+                raise RetryableFailure(str(exc)) from None
         raise StormRequestError("batch lookup refused both 'ids' and 'connectionIds'", status=400)
 
     # --- one request, with auth and retries -----------------------------------------------------
@@ -361,7 +384,7 @@ class StormClient:
                     raise
                 reason, retry_after = "the body did not have the documented shape", None
             except RetryableFailure as failure:
-                reason, retry_after = failure.reason, failure.retry_after
+                reason, retry_after = failure.reason, self._capped(failure.retry_after, what)
             failures += 1
             delay = (
                 retry_after if retry_after is not None else self._backoff.delay(failures, self._rng)
@@ -382,6 +405,18 @@ class StormClient:
                 delay=round(delay, 3),
             )
             await self._sleep(delay)
+
+    def _capped(self, retry_after: float | None, what: str) -> float | None:
+        """A Retry-After, cut to ``MAX_RETRY_AFTER``: one answer must not silence a cluster."""
+        if retry_after is None or retry_after <= MAX_RETRY_AFTER:
+            return retry_after
+        self._log.warning(
+            "storm.retry_after_capped",
+            what=what,
+            retry_after=round(retry_after),
+            honoured=MAX_RETRY_AFTER,
+        )
+        return MAX_RETRY_AFTER
 
     async def _wait_for_pause(self, deadline: float, what: str) -> None:
         wait = self._paused_until - self._clock()
@@ -404,12 +439,12 @@ class StormClient:
         """One authenticated request; a rejected token gets one fresh login, then is an error."""
         token = await self._auth.token()
         status, headers, body = await self._send(method, path, token, params=params, data=data)
-        if _is_auth_failure(status, body):
-            token = await self._auth.rejected(token, _describe(status, body))
+        if is_auth_failure(status, body):
+            token = await self._auth.rejected(token, describe_status(status, body))
             status, headers, body = await self._send(method, path, token, params=params, data=data)
-            if _is_auth_failure(status, body):
+            if is_auth_failure(status, body):
                 raise StormAuthError(
-                    f"still refused after a fresh login: {_describe(status, body)}"
+                    f"still refused after a fresh login: {describe_status(status, body)}"
                 )
         return status, headers, body
 
@@ -449,7 +484,7 @@ class StormClient:
     def _raise_for_status(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         if 200 <= status < 300:
             return
-        reason = _describe(status, body)
+        reason = describe_status(status, body)
         if is_retryable_status(status):
             retry_after = parse_retry_after(headers.get("Retry-After"), self._wall_clock())
             raise RetryableFailure(reason, retry_after=retry_after)
@@ -476,27 +511,27 @@ class StormClient:
             self._log.info("storm.logout_failed", reason=failure.reason)
 
 
-def _last_page(page: Page) -> int | None:
-    """The last page number the server reports, directly or from its totals."""
-    if page.total_pages is not None:
-        return max(page.total_pages, 1)
-    if page.total_items is not None and page.items_per_page:
-        return max(-(-page.total_items // page.items_per_page), 1)
-    return None
+def _extended(target: int, number: int, page: Page, new: int) -> int:
+    """The target after page ``number`` (the last one so far): one more if it says hasNext."""
+    if number != target or not page.has_next or not page.viewers or target >= MAX_PAGES:
+        return target
+    if not new:
+        raise _repeating(number)
+    return target + 1
 
 
-def _is_auth_failure(status: int, body: bytes) -> bool:
-    if status in (401, 403):
-        return True
-    if status < 300 and b'"data"' in body[:4096]:
+def _more_after(page: Page, size: int) -> bool:
+    """Without totals: is there a page after this one (hasNext, or else a full page)?"""
+    if not page.viewers:
         return False
-    message = decode_error_message(body)
-    return message is not None and message.lower().startswith(DEAD_TOKEN_MESSAGE)
+    return page.has_next if page.has_next is not None else len(page.viewers) >= size
 
 
-def _describe(status: int, body: bytes) -> str:
-    message = decode_error_message(body)
-    return f"HTTP {status}" + (f": {message}" if message else "")
+def _repeating(number: int) -> StormSchemaError:
+    return StormSchemaError(
+        f"page {number} held only viewers already read, yet the server says there are more"
+        " (does it ignore the page parameter?)"
+    )
 
 
 def _transport_reason(exc: aiohttp.ClientError) -> str:
@@ -507,28 +542,3 @@ def _transport_reason(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-
-
-class _BatchData(msgspec.Struct):
-    found: list[msgspec.Raw] | None = None
-
-
-class _BatchBody(msgspec.Struct):
-    data: _BatchData
-
-
-def _decode_found(body: bytes) -> dict[str, Viewer]:
-    try:
-        parsed = msgspec.json.decode(body, type=_BatchBody)
-    except msgspec.ValidationError as exc:
-        raise StormSchemaError(f"unexpected batch lookup shape: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise RetryableFailure(f"batch lookup body is not valid JSON ({exc})") from None
-    viewers: dict[str, Any] = {}
-    for raw in parsed.data.found or []:
-        try:
-            viewer = decode_viewer(bytes(raw))
-        except MalformedBody as exc:
-            raise RetryableFailure(str(exc)) from None
-        viewers[viewer.id] = viewer
-    return viewers

@@ -3,6 +3,9 @@
 A viewer list page is decoded twice by msgspec in C: once into raw byte slices of each viewer
 record (they travel into events exactly as the API sent them, unknown fields included) and once
 into the few fields detection needs. No per-viewer pydantic, no per-viewer dict.
+
+Bodies that are not JSON at all raise ``MalformedBody`` (worth a retry); JSON of the wrong shape
+raises ``StormSchemaError``.
 """
 
 from __future__ import annotations
@@ -14,16 +17,28 @@ import msgspec
 
 from notifier.errors import StormSchemaError
 
-__all__ = ["NO_DATA_GRADE", "Page", "Viewer", "decode_error_message", "decode_page"]
+__all__ = [
+    "NO_DATA_GRADE",
+    "MalformedBody",
+    "Page",
+    "Viewer",
+    "decode_error_message",
+    "decode_found",
+    "decode_page",
+    "decode_viewer",
+    "describe_status",
+]
 
 NO_DATA_GRADE = "No Data"
+_NO_DATA_KEY = "nodata"  # NO_DATA_GRADE normalised by _grade_key
 
 
 class Viewer(msgspec.Struct, frozen=True, gc=False):
     """One viewer of one poll.
 
     ``health`` is the score when the server has a measurement and ``None`` when it has none
-    (``healthGrade`` "No Data", or score 0 with no grade, or no usable score at all).
+    (``healthGrade`` "No Data" in any spelling, or score 0 with no or an empty grade, or no
+    usable score at all).
     ``raw`` is the record exactly as the API returned it (JSON bytes).
     """
 
@@ -77,6 +92,14 @@ class _RawBody(msgspec.Struct):
     data: _RawData
 
 
+class _BatchData(msgspec.Struct):
+    found: list[msgspec.Raw] | None = None
+
+
+class _BatchBody(msgspec.Struct):
+    data: _BatchData
+
+
 class _Message(msgspec.Struct):
     message: Any = None
 
@@ -84,6 +107,7 @@ class _Message(msgspec.Struct):
 _raw_decoder = msgspec.json.Decoder(_RawBody, strict=False)  # "3" or "true" paging values
 _core_decoder = msgspec.json.Decoder(_CoreBody)
 _message_decoder = msgspec.json.Decoder(_Message)
+_batch_decoder = msgspec.json.Decoder(_BatchBody)
 
 
 class MalformedBody(ValueError):  # noqa: N818 - internal signal, caught by the client
@@ -99,15 +123,20 @@ def decode_page(body: bytes) -> Page:
         raise StormSchemaError(f"unexpected viewer list shape: {exc}") from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"body is not valid JSON ({exc})") from None
-    raws = raw.data.rows or []
+    data = raw.data
+    total_items = _non_negative(data.total_items)
+    if data.rows is None and total_items:
+        raise StormSchemaError(
+            f"the viewer list has no $.data.list but reports totalItems {total_items}"
+        )
+    raws = data.rows or []
     cores = core.data.rows or []
     viewers = [
         _viewer(index, c, bytes(r)) for index, (c, r) in enumerate(zip(cores, raws, strict=True))
     ]
-    data = raw.data
     return Page(
         viewers=viewers,
-        total_items=_non_negative(data.total_items),
+        total_items=total_items,
         items_per_page=_positive(data.items_per_page),
         total_pages=_non_negative(data.total_pages),
         current_page=_positive(data.current_page),
@@ -126,6 +155,17 @@ def decode_viewer(record: bytes) -> Viewer:
     return _viewer(0, core, record)
 
 
+def decode_found(body: bytes) -> list[Viewer]:
+    """The ``data.found`` records of a batch lookup body (``POST /api/cluster/viewers/batch``)."""
+    try:
+        parsed = _batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise StormSchemaError(f"unexpected batch lookup shape: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"batch lookup body is not valid JSON ({exc})") from None
+    return [decode_viewer(bytes(raw)) for raw in parsed.data.found or []]
+
+
 def _viewer(index: int, core: _Core, raw: bytes) -> Viewer:
     viewer_id = core.id
     if isinstance(viewer_id, int) and not isinstance(viewer_id, bool):
@@ -141,7 +181,8 @@ def _viewer(index: int, core: _Core, raw: bytes) -> Viewer:
 
 def _health(score: object, grade: str | None) -> float | None:
     """The measured score, or None when the server has no measurement."""
-    if grade == NO_DATA_GRADE:
+    key = None if grade is None else _grade_key(grade)
+    if key == _NO_DATA_KEY:
         return None
     if isinstance(score, str):
         try:
@@ -150,9 +191,14 @@ def _health(score: object, grade: str | None) -> float | None:
             return None
     if isinstance(score, bool) or not isinstance(score, int | float):
         return None
-    if not math.isfinite(score) or (score == 0 and grade is None):  # 0 and no grade: no data
+    if not math.isfinite(score) or (score == 0 and not key):  # 0 and no grade: no data
         return None
     return float(score)
+
+
+def _grade_key(grade: str) -> str:
+    """A grade compared loosely: "NO DATA", "No data", "no_data" and "no-data" are one grade."""
+    return "".join(grade.split()).replace("_", "").replace("-", "").casefold()
 
 
 def decode_error_message(body: bytes) -> str | None:
@@ -164,6 +210,12 @@ def decode_error_message(body: bytes) -> str | None:
     if not isinstance(message, str):
         return None
     return " ".join(message.split())[:200] or None
+
+
+def describe_status(status: int, body: bytes) -> str:
+    """``HTTP 503: <the server's message>``, or ``HTTP 503`` when the body carries none."""
+    message = decode_error_message(body)
+    return f"HTTP {status}" + (f": {message}" if message else "")
 
 
 def _positive(value: int | None) -> int | None:
