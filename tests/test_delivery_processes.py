@@ -1,0 +1,286 @@
+"""Delivery as an operator runs it: `notifier run --role sinks`, SIGKILL, `dlq`, `replay`,
+and a third-party sink installed from a package."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from redis.asyncio import Redis
+
+from .receivers import Reply, WebhookReceiver
+from .sink_support import KEYS, by_viewer, create_group, make_events, pending, publish
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .redis_procs import RedisServer
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PLUGIN = Path(__file__).parent / "plugin"
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client of the private redis-server."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+def write_config(tmp_path: Path, redis_url: str, sink: str) -> Path:
+    path = tmp_path / "notifier.yaml"
+    path.write_text(
+        f"redis: {{url: '{redis_url}'}}\n"
+        "clusters:\n"
+        "  - name: eu-1\n"
+        "    base_url: http://127.0.0.1:9\n"
+        "    auth: {token: t}\n"
+        "detection: {leader_lease: 1s}\n"
+        "sinks:\n" + sink + "logging: {format: json, level: info}\n"
+    )
+    return path
+
+
+def hook_sink(url: str, **extra: str) -> str:
+    more = "".join(f"    {k}: {v}\n" for k, v in extra.items())
+    return (
+        "  - name: hooks\n    type: webhook\n"
+        f"    url: '{url}'\n    secret: {SECRET}\n"
+        "    retry: {schedule: [0s, 100ms, 200ms]}\n    timeout: 2s\n" + more
+    )
+
+
+async def notifier(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifier",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def start_sinks(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    with log.open("ab") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "notifier",
+            "run",
+            "--role",
+            "sinks",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def first_receipts(receiver: WebhookReceiver) -> list[dict[str, Any]]:
+    """Each event once, in the order it first arrived (at least once may repeat some)."""
+    seen: set[str] = set()
+    out = []
+    for item in receiver.received:
+        if item.json["id"] not in seen:
+            seen.add(item.json["id"])
+            out.append(item.json)
+    return out
+
+
+@pytest.mark.timeout(120)
+async def test_a_sink_worker_killed_mid_delivery_loses_nothing(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """SIGKILL while deliveries are in flight; after a restart every event arrives, in order."""
+    events = make_events(200, 20, seed=5)
+    async with WebhookReceiver(SECRET) as receiver:
+        receiver.default = Reply(delay=0.05)  # deliveries take a while: some are in flight
+        config = write_config(tmp_path, redis_server.url, hook_sink(receiver.url))
+        await create_group(redis, "hooks")
+        await publish(redis, events)
+        worker = await start_sinks(config, tmp_path / "run.log")
+        try:
+            await receiver.wait_for(60)
+            worker.kill()
+            await worker.wait()
+            delivered_before = len(receiver.received)
+            assert delivered_before < 200
+            worker = await start_sinks(config, tmp_path / "run.log")
+            while len(first_receipts(receiver)) < 200:
+                await receiver.wait_for(len(receiver.received) + 1, timeout=60)
+            worker.terminate()
+            assert await asyncio.wait_for(worker.wait(), 30) == 0
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+    got = first_receipts(receiver)
+    assert sorted(e["id"] for e in got) == sorted(e["id"] for e in events)
+    assert by_viewer(got) == by_viewer(events)
+    assert await pending(redis, "hooks") == 0
+    assert "service.stopped" in (tmp_path / "run.log").read_text()
+
+
+@pytest.mark.timeout(120)
+async def test_dead_letters_can_be_listed_redriven_and_purged(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """A receiver that refuses (400) dead-letters; after the fix `dlq redrive` delivers them."""
+    events = make_events(6, 6, seed=3)
+    async with WebhookReceiver(SECRET) as receiver:
+        receiver.default = Reply(status=400, body=b"schema mismatch")
+        config = write_config(tmp_path, redis_server.url, hook_sink(receiver.url))
+        await create_group(redis, "hooks")
+        await publish(redis, events)
+        worker = await start_sinks(config, tmp_path / "run.log")
+        try:
+            while await redis.xlen(KEYS.dlq("hooks")) < 6:
+                await asyncio.sleep(0.02)  # polling Redis for a count, not pacing the test
+            worker.terminate()
+            assert await asyncio.wait_for(worker.wait(), 30) == 0
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+        status, out, _ = await notifier("dlq", "list", "--sink", "hooks", "--config", str(config))
+        assert status == 0
+        listed = [json.loads(line) for line in out.splitlines()]
+        assert len(listed) == 6
+        assert listed[0]["reason"] == "HTTP 400: schema mismatch"
+        assert listed[0]["status"] == 400
+        assert listed[0]["event"]["id"] == listed[0]["event_id"]
+        receiver.default = Reply(status=200)
+        status, _, err = await notifier(
+            "dlq", "redrive", "--sink", "hooks", "--config", str(config)
+        )
+        assert status == 0, err
+        assert "redrive: 6/6 delivered, 0 failed" in err
+        assert sorted(e["id"] for e in first_receipts(receiver)) == sorted(e["id"] for e in events)
+        assert await redis.xlen(KEYS.dlq("hooks")) == 0
+        await redis.xadd(KEYS.dlq("hooks"), {"event": b"{}", "reason": b"x"})
+        status, out, _ = await notifier("dlq", "purge", "--sink", "hooks", "--config", str(config))
+        assert (status, out) == (0, "purged 1 dead letters of sink hooks\n")
+        assert await redis.xlen(KEYS.dlq("hooks")) == 0
+
+
+async def test_redrive_that_fails_again_keeps_the_dead_letters(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """A redrive against a still-broken receiver exits 1 and loses nothing."""
+    events = make_events(2, 2)
+    async with WebhookReceiver(SECRET) as receiver:
+        receiver.default = Reply(status=422)
+        config = write_config(tmp_path, redis_server.url, hook_sink(receiver.url))
+        for event in events:
+            await redis.xadd(
+                KEYS.dlq("hooks"),
+                {"event": event["body"], "id": event["id"], "type": event["type"], "reason": "x"},
+            )
+        status, _, err = await notifier(
+            "dlq", "redrive", "--sink", "hooks", "--config", str(config)
+        )
+        assert status == 1
+        assert err.splitlines()[-1].startswith("notifier: redrive: 2 of 2 dead letters failed")
+        assert await redis.xlen(KEYS.dlq("hooks")) == 2
+
+
+async def test_replay_redelivers_a_time_range(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """`replay --from ID` sends past events again, in order, through the sink's filters."""
+    events = make_events(30, 5)
+    await publish(redis, events)
+    entries = await redis.xrange(KEYS.events)
+    start = entries[10][0].decode()
+    async with WebhookReceiver(SECRET) as receiver:
+        sink = hook_sink(receiver.url, events="[viewer.health_dropped]")
+        config = write_config(tmp_path, redis_server.url, sink)
+        status, _, err = await notifier(
+            "replay", "--sink", "hooks", "--from", start, "--config", str(config)
+        )
+        assert status == 0, err
+    wanted = [e for e in events[10:] if e["type"] == "viewer.health_dropped"]
+    assert [e["id"] for e in first_receipts(receiver)] == [e["id"] for e in wanted] or (
+        by_viewer(first_receipts(receiver)) == by_viewer(wanted)
+    )
+    assert sorted(e["id"] for e in first_receipts(receiver)) == sorted(e["id"] for e in wanted)
+    status, _, err = await notifier(
+        "replay", "--sink", "hooks", "--from", "yesterday", "--config", str(config)
+    )
+    assert status == 2
+    assert "expected an entry id" in err
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny third-party sink package, installed with pip into a folder of its own."""
+    target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "plugin"
+    shutil.copytree(PLUGIN, source)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return target
+
+
+@pytest.mark.timeout(120)
+async def test_a_third_party_sink_is_found_through_its_entry_point(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, plugin_path: Path
+) -> None:
+    """A sink type from an installed package (entry point notifier.sinks) validates and runs."""
+    env = {"PYTHONPATH": str(plugin_path)}
+    out = tmp_path / "events.jsonl"
+    sink = f"  - {{name: archive, type: file, path: '{out}', events: [viewer.connected]}}\n"
+    config = write_config(tmp_path, redis_server.url, sink)
+    events = make_events(40, 10)
+    await create_group(redis, "archive")
+    await publish(redis, events)
+    worker = await start_sinks(config, tmp_path / "run.log", env)
+    try:
+        wanted = {e["id"] for e in events if e["type"] == "viewer.connected"}
+        while not out.exists() or len(out.read_text().splitlines()) < len(wanted):
+            await asyncio.sleep(0.02)  # polling a file for lines, not pacing the test
+        worker.terminate()
+        assert await asyncio.wait_for(worker.wait(), 30) == 0
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert {json.loads(line)["id"] for line in out.read_text().splitlines()} == wanted
+    bad = write_config(tmp_path, redis_server.url, "  - {name: archive, type: file}\n")
+    status, _, err = await notifier("check-config", "--offline", "--config", str(bad), env=env)
+    assert status == 2
+    assert err == f"notifier: {bad}: sinks[0].path: Field required\n"
+    status, _, err = await notifier("check-config", "--offline", "--config", str(bad))
+    assert status == 2
+    assert "sinks[0]: unknown sink type (built in: webhook, slack, stdout)" in err
