@@ -282,3 +282,48 @@ async def test_a_third_party_sink_is_found_through_its_entry_point(
     status, _, err = await notifier("check-config", "--offline", "--config", str(bad))
     assert status == 2
     assert "sinks[0]: unknown sink type (built in: webhook, slack, stdout)" in err
+
+
+@pytest.mark.timeout(120)
+async def test_run_all_polls_and_delivers_in_one_process(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """`notifier run` (role all): the simulator's audience reaches the webhook, every event once
+    or more, and a SIGTERM leaves nothing unacknowledged."""
+    from notifier.simulator import PopulationSettings, SimulatorSettings, running_simulator  # noqa: PLC0415
+
+    settings = SimulatorSettings(
+        population=PopulationSettings(seed=2, viewers=150), static_tokens=("tok",), tick=0.2
+    )
+    async with running_simulator(settings) as sim, WebhookReceiver(SECRET) as receiver:
+        path = tmp_path / "notifier.yaml"
+        path.write_text(
+            f"redis: {{url: '{redis_server.url}'}}\n"
+            f"clusters:\n  - {{name: eu-1, base_url: '{sim.url}', auth: {{token: tok}},"
+            " poll_interval: 200ms}\n"
+            "detection: {leader_lease: 1s}\n"
+            "sinks:\n" + hook_sink(receiver.url) + "logging: {format: json, level: info}\n"
+        )
+        service = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "notifier",
+            "run",
+            "--config",
+            str(path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await receiver.wait_for(150, timeout=60)  # everyone connected, then some changes
+            await receiver.wait_for(len(receiver.received) + 20, timeout=60)
+            service.terminate()
+            assert await asyncio.wait_for(service.wait(), 60) == 0
+        finally:
+            if service.returncode is None:
+                service.kill()
+                await service.wait()
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(KEYS.events)  # type: ignore[assignment]
+    emitted = {fields[b"id"].decode() for _, fields in entries}
+    assert {e["id"] for e in first_receipts(receiver)} == emitted
+    assert await pending(redis, "hooks") == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import io
 import json
 import time
@@ -347,6 +348,8 @@ async def test_slack_gets_valid_grouped_messages_never_faster_than_one_a_second(
         texts = " ".join(m.payload["text"] for m in stand_in.messages)
         for stream_key in ("live-1", "live-2", "backstage"):
             assert stream_key in texts
+        counted = re.findall(r"(\d+) (?:joined|left|health dropped|recovered)", texts)
+        assert sum(int(n) for n in counted) == 60  # every event is in exactly one message
         assert await pending(redis, "ops") == 0
 
 
