@@ -14,7 +14,6 @@ import functools
 import signal
 import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -23,7 +22,9 @@ from notifier._aio import wait_event
 from notifier.detect.lease import Lease, new_owner_id
 from notifier.detect.poller import REDIS_ERRORS, Poller
 from notifier.detect.store import StateStore
+from notifier.endpoint import Endpoint
 from notifier.keys import ClusterKeys
+from notifier.metrics import Metrics
 from notifier.redis_client import connect_redis
 from notifier.sinks.registry import create_sink
 from notifier.sinks.stream import SinkStream
@@ -31,10 +32,11 @@ from notifier.sinks.worker import SinkControl, SinkWorker
 from notifier.storm import StormClient, create_session
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from notifier.config import Settings
     from notifier.redis_client import AnyRedis
+    from notifier.sinks.base import Sink
     from notifier.sinks.settings import SinkBaseSettings
 
 __all__ = ["Role", "Service", "run_service", "supervise"]
@@ -83,12 +85,33 @@ def _sink_timing(settings: SinkBaseSettings) -> tuple[int, float]:
     return concurrency, worst
 
 
-@dataclass
 class Service:
-    """The running pieces, for the HTTP endpoint and the summary."""
+    """The pollers and sink workers of one process, plus its HTTP endpoint.
 
-    pollers: list[Poller] = field(default_factory=list)
-    sinks: dict[str, SinkControl] = field(default_factory=dict)
+    ``redis``, ``sinks`` (sink objects by name) and ``metrics`` may be passed in (the demo
+    runs on an embedded Redis with sinks of its own); by default they are made from settings.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        role: Role = "all",
+        redis: AnyRedis | None = None,
+        sinks: Mapping[str, Sink] | None = None,
+        metrics: Metrics | None = None,
+        endpoint: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self.owner = new_owner_id()
+        self.redis = redis
+        self._sink_objects = dict(sinks or {})
+        self.metrics = metrics or Metrics()
+        self.pollers: list[Poller] = []
+        self.sinks: dict[str, SinkControl] = {}
+        self._with_endpoint = endpoint
+        self.endpoint: Endpoint | None = None
 
     def resume_sinks(self) -> None:
         """SIGHUP: an operator fixed the endpoints of paused sinks."""
@@ -96,6 +119,133 @@ class Service:
             if control.paused is not None:
                 log.warning("service.sink_resumed", sink=control.name, was=control.paused)
                 control.resume()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set; then stop gracefully and log one summary line."""
+        settings, role = self.settings, self.role
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.resume_sinks)
+        pending: set[asyncio.Task[None]] = set()
+        async with AsyncExitStack() as stack:
+            if self.redis is None:
+                self.redis = connect_redis(settings.redis)
+                stack.push_async_callback(self.redis.aclose)
+            redis = self.redis
+            if settings.sinks and not await ensure_groups(redis, settings, stop):
+                return 0
+            tasks: list[asyncio.Task[None]] = []
+            if role in ("all", "poller"):
+                tasks += await self._start_pollers(stack, redis, stop)
+            if role in ("all", "sinks"):
+                tasks += await self._start_sinks(stack, redis, stop)
+            if self._with_endpoint:
+                await self._start_endpoint(stack, redis)
+            log.info(
+                "service.started",
+                role=role,
+                owner=self.owner,
+                clusters=[c.name for c in settings.clusters],
+                sinks=sorted(self.sinks),
+            )
+            await stop.wait()
+            grace = max(c.poll_budget for c in settings.clusters) + STOP_GRACE
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        log.info(
+            "service.stopped",
+            role=role,
+            commits=sum(p.commits for p in self.pollers),
+            events=sum(p.events for p in self.pollers),
+            delivered=sum(c.delivered for c in self.sinks.values()),
+            dead_lettered=sum(c.dead_lettered for c in self.sinks.values()),
+            cut_short=len(pending),
+        )
+        return 0
+
+    async def _start_pollers(
+        self, stack: AsyncExitStack, redis: AnyRedis, stop: asyncio.Event
+    ) -> list[asyncio.Task[None]]:
+        settings, tasks = self.settings, []
+        for cluster in settings.clusters:
+            session = await stack.enter_async_context(create_session(cluster))
+            client = StormClient(cluster, session)
+            stack.push_async_callback(client.aclose)
+            keys = ClusterKeys(settings.redis.key_prefix, cluster.name)
+            poller = Poller(
+                cluster,
+                settings.detection,
+                client=client,
+                store=StateStore(redis, keys, maxlen=settings.streams.maxlen),
+                lease=Lease(
+                    redis, keys.lease, keys.fence, self.owner, ttl=settings.detection.leader_lease
+                ),
+                metrics=self.metrics,
+            )
+            self.pollers.append(poller)
+            tasks.append(
+                asyncio.create_task(
+                    supervise(f"poller:{cluster.name}", functools.partial(poller.run, stop), stop)
+                )
+            )
+        return tasks
+
+    async def _start_sinks(
+        self, stack: AsyncExitStack, redis: AnyRedis, stop: asyncio.Event
+    ) -> list[asyncio.Task[None]]:
+        settings, tasks = self.settings, []
+        for sink_settings in settings.sinks:
+            sink = self._sink_objects.get(sink_settings.name) or create_sink(sink_settings)
+            stack.push_async_callback(sink.aclose)
+            control = self.sinks[sink_settings.name] = SinkControl(sink_settings.name)
+            concurrency, worst = _sink_timing(sink_settings)
+            for cluster in settings.clusters:
+                worker = SinkWorker(
+                    sink,
+                    sink_settings,
+                    control,
+                    cluster=cluster.name,
+                    redis=redis,
+                    keys=ClusterKeys(settings.redis.key_prefix, cluster.name),
+                    owner=self.owner,
+                    maxlen=settings.streams.maxlen,
+                    concurrency=concurrency,
+                    claim_idle=worst,
+                    lease_ttl=settings.detection.leader_lease,
+                    metrics=self.metrics,
+                )
+                tasks.append(
+                    asyncio.create_task(
+                        supervise(
+                            f"sink:{sink_settings.name}:{cluster.name}",
+                            functools.partial(worker.run, stop),
+                            stop,
+                        )
+                    )
+                )
+        return tasks
+
+    async def _start_endpoint(self, stack: AsyncExitStack, redis: AnyRedis) -> None:
+        endpoint = Endpoint(
+            self.settings, redis, self.metrics, self.sinks, polling=self.role in ("all", "poller")
+        )
+        try:
+            await endpoint.start()
+        except OSError as exc:  # a replica on the same host: keep working, say so loudly
+            log.error(  # noqa: TRY400 - a traceback adds nothing to "address in use"
+                "endpoint.listen_failed",
+                listen=self.settings.server.listen,
+                error=exc.strerror or type(exc).__name__,
+                effect="no /metrics, /healthz or /readyz from this process",
+            )
+            return
+        self.endpoint = endpoint
+        stack.push_async_callback(endpoint.aclose)
 
 
 async def ensure_groups(redis: AnyRedis, settings: Settings, stop: asyncio.Event) -> bool:
@@ -121,91 +271,4 @@ async def ensure_groups(redis: AnyRedis, settings: Settings, stop: asyncio.Event
 
 async def run_service(settings: Settings, stop: asyncio.Event, *, role: Role = "all") -> int:
     """Run pollers and/or sink workers for every configured cluster until ``stop`` is set."""
-    owner = new_owner_id()
-    redis = connect_redis(settings.redis)
-    service = Service()
-    tasks: list[asyncio.Task[None]] = []
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGHUP, service.resume_sinks)
-    async with AsyncExitStack() as stack:
-        stack.push_async_callback(redis.aclose)
-        if settings.sinks and not await ensure_groups(redis, settings, stop):
-            return 0
-        if role in ("all", "poller"):
-            for cluster in settings.clusters:
-                session = await stack.enter_async_context(create_session(cluster))
-                client = StormClient(cluster, session)
-                stack.push_async_callback(client.aclose)
-                keys = ClusterKeys(settings.redis.key_prefix, cluster.name)
-                poller = Poller(
-                    cluster,
-                    settings.detection,
-                    client=client,
-                    store=StateStore(redis, keys, maxlen=settings.streams.maxlen),
-                    lease=Lease(
-                        redis, keys.lease, keys.fence, owner, ttl=settings.detection.leader_lease
-                    ),
-                )
-                service.pollers.append(poller)
-                tasks.append(
-                    asyncio.create_task(
-                        supervise(
-                            f"poller:{cluster.name}", functools.partial(poller.run, stop), stop
-                        )
-                    )
-                )
-        if role in ("all", "sinks"):
-            for sink_settings in settings.sinks:
-                sink = create_sink(sink_settings)
-                stack.push_async_callback(sink.aclose)
-                control = service.sinks[sink_settings.name] = SinkControl(sink_settings.name)
-                concurrency, worst = _sink_timing(sink_settings)
-                for cluster in settings.clusters:
-                    worker = SinkWorker(
-                        sink,
-                        sink_settings,
-                        control,
-                        cluster=cluster.name,
-                        redis=redis,
-                        keys=ClusterKeys(settings.redis.key_prefix, cluster.name),
-                        owner=owner,
-                        maxlen=settings.streams.maxlen,
-                        concurrency=concurrency,
-                        claim_idle=worst,
-                        lease_ttl=settings.detection.leader_lease,
-                    )
-                    tasks.append(
-                        asyncio.create_task(
-                            supervise(
-                                f"sink:{sink_settings.name}:{cluster.name}",
-                                functools.partial(worker.run, stop),
-                                stop,
-                            )
-                        )
-                    )
-        log.info(
-            "service.started",
-            role=role,
-            owner=owner,
-            clusters=[c.name for c in settings.clusters],
-            sinks=[s.name for s in settings.sinks] if role != "poller" else [],
-        )
-        await stop.wait()
-        grace = max(c.poll_budget for c in settings.clusters) + STOP_GRACE
-        _, pending = await asyncio.wait(tasks, timeout=grace) if tasks else (set(), set())
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.remove_signal_handler(signal.SIGHUP)
-    log.info(
-        "service.stopped",
-        role=role,
-        commits=sum(p.commits for p in service.pollers),
-        events=sum(p.events for p in service.pollers),
-        delivered=sum(c.delivered for c in service.sinks.values()),
-        dead_lettered=sum(c.dead_lettered for c in service.sinks.values()),
-        cut_short=len(pending),
-    )
-    return 0
+    return await Service(settings, role=role).run(stop)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import io
 import json
+import re
 import time
 from typing import TYPE_CHECKING, Any
 

@@ -28,6 +28,7 @@ from notifier.detect.rules import Track, detect
 from notifier.detect.store import Checkpoint, CommitOutcome, EncodedEvent, Snapshot
 from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
 from notifier.events import encode_event
+from notifier.metrics import Metrics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -63,6 +64,7 @@ class Poller:
         client: StormClient,
         store: StateStore,
         lease: Lease,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -77,6 +79,8 @@ class Poller:
         self._written: dict[str, int] = {}  # viewer -> when Redis got its record (ms), oldest first
         self._lookups = detection.confirm_with_lookup
         self._lookup_ok = True
+        self._metrics = metrics or Metrics()
+        self.last_commit: float | None = None  # monotonic time of the last committed poll
         self._storm_ok: bool | None = None
         self._redis_ok: bool | None = None
         self._leading = False
@@ -127,9 +131,13 @@ class Poller:
         if not self._lease.held and not await self._try_lead():
             return
         poll = await self._client.poll()
+        name = self._cluster.name
+        self._metrics.poll_duration.labels(name).observe(poll.duration)
         if not poll.complete:
+            self._metrics.polls.labels(name, "incomplete").inc()
             self._storm_state(ok=False, error=poll.error)
             return
+        self._metrics.polls.labels(name, "complete").inc()
         self._storm_state(ok=True)
         try:
             await self.apply(poll)
@@ -175,6 +183,7 @@ class Poller:
                 self._lease.forget()
                 self._set_leading(leading=False, reason="fenced")
             else:
+                self._metrics.polls.labels(self._cluster.name, "dropped").inc()
                 self._log.info(
                     "poller.poll_dropped",
                     reason="the state in Redis moved on",
@@ -196,6 +205,12 @@ class Poller:
             self._written.pop(viewer_id, None)
         self.commits += 1
         self.events += len(events)
+        self.last_commit = self._clock()
+        name = self._cluster.name
+        self._metrics.polls.labels(name, "committed").inc()
+        self._metrics.viewers.labels(name).set(len(detection.state))
+        for event in events:
+            self._metrics.events.labels(name, event.type).inc()
         self._log.debug(
             "poller.committed",
             generation=generation,
@@ -320,6 +335,7 @@ class Poller:
             self._log.info("poller.lease_not_released", error=str(exc))
 
     def _set_leading(self, *, leading: bool, reason: str | None = None) -> None:
+        self._metrics.leading.labels(self._cluster.name).set(1 if leading else 0)
         if leading != self._leading:
             self._leading = leading
             if leading:

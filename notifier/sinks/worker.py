@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from notifier._aio import wait_event
 from notifier.detect.lease import Lease
+from notifier.metrics import Metrics
 from notifier.sinks.base import Delivered, Failed, Retry, UnreadableEvent, decode_event
 from notifier.sinks.stream import RetryState, SinkStream
 
@@ -150,8 +151,10 @@ class SinkWorker:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sink = sink
+        self._metrics = metrics or Metrics()
         self._settings = settings
         self._control = control
         self._cluster = cluster
@@ -350,6 +353,7 @@ class _Leadership:
             return
         if not _matches(w, event):
             w._control.filtered += 1
+            w._metrics.deliveries.labels(w._settings.name, "filtered").inc()
             self._ack(entry_id, retried=state is not None)
             await w._control.changed()
             return
@@ -433,6 +437,7 @@ class _Leadership:
             except Exception as exc:  # noqa: BLE001 - a sink that raises: retry, never lose
                 w._log.exception("sink.deliver_raised", error=f"{type(exc).__name__}: {exc}")
                 outcome = Retry(f"the sink raised {type(exc).__name__}")
+            w._metrics.delivery_duration.labels(w._settings.name).observe(w._clock() - started)
             await self._settle(items, outcome, w._clock() - started)
         except REDIS_ERRORS as exc:  # the outcome could not be recorded: end this leadership;
             self.failure = exc  # the entries stay pending and are read again
@@ -445,6 +450,8 @@ class _Leadership:
     async def _settle(self, items: list[_Pending], outcome: Outcome, took: float) -> None:
         w = self.w
         control = w._control
+        metric = w._metrics.deliveries.labels(w._settings.name, _outcome_name(outcome))
+        metric.inc(len(items))
         if isinstance(outcome, Delivered):
             control.delivered += len(items)
             for item in items:
@@ -455,6 +462,7 @@ class _Leadership:
                 item.status, item.reason = outcome.status, outcome.reason
                 self.busy.discard(item.event.subject)
                 self._arm(item.event.subject, w._clock())
+            w._metrics.sink_paused.labels(w._settings.name).set(1)
             if control.pause(outcome.reason):
                 w._log.error(
                     "sink.paused",
@@ -480,6 +488,7 @@ class _Leadership:
                     status=outcome.status,
                 )
                 control.dead_lettered += 1
+                w._metrics.deliveries.labels(w._settings.name, "dead_lettered").inc()
                 w._log.warning(
                     "sink.dead_lettered",
                     event_id=item.event.id,
@@ -566,6 +575,14 @@ class _Leadership:
                 w._log.warning("sink.lease_lost", action="another worker delivers now")
                 self.lost.set()
                 return
+
+
+def _outcome_name(outcome: Outcome) -> str:
+    if isinstance(outcome, Delivered):
+        return "delivered"
+    if isinstance(outcome, Failed):
+        return "paused" if outcome.pause else "failed"
+    return "retried"
 
 
 def _matches(worker: SinkWorker, event: Event) -> bool:
