@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PORT   ?= 8480
+DEMO_ARGS ?= --duration 60
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint format bench clean
@@ -20,13 +20,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv with the package and its dev tools
 
-demo: $(STAMP)  ## start the simulator and print one snapshot of its audience
-	@$(BIN)/notifier simulate --port $(PORT) --viewers 2000 --max-rows-per-page 50 \
-	    --fault-5xx 0.05 --fault-429 0.02 --retry-after 1 --fault-malformed 0.02 2>/dev/null & \
-	  sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT; \
-	  STORM_URL=http://127.0.0.1:$(PORT) $(BIN)/notifier snapshot --config config/notifier.yaml \
-	    > $(VENV)/demo-snapshot.jsonl && \
-	  head -n 3 $(VENV)/demo-snapshot.jsonl && echo "... ($$(wc -l < $(VENV)/demo-snapshot.jsonl) viewers in $(VENV)/demo-snapshot.jsonl)"
+demo: $(STAMP)  ## the whole pipeline with no setup: simulator, embedded Redis, live view (DEMO_ARGS)
+	$(BIN)/notifier demo $(DEMO_ARGS)
 
 test: $(STAMP)  ## run the test suite (real local servers; no external services)
 	$(BIN)/pytest --cov --cov-report=term

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from notifier import __version__
 from notifier.config import Settings, load_settings
+from notifier.durations import parse_duration
 from notifier.errors import ConfigError, NotifierError
 from notifier.logs import configure_logging
 
@@ -132,6 +133,21 @@ def _build_parser() -> argparse.ArgumentParser:
         if action == "purge":
             sub.add_argument("--before", metavar="TIME|ID", help="only those older than this")
         sub.set_defaults(handler=_dlq)
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="everything on this machine with no setup: simulator, embedded Redis, sinks",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_seconds,
+        metavar="D",
+        help="stop by itself after this long (e.g. 20s); default: until Ctrl-C",
+    )
+    demo.add_argument("--viewers", type=int, default=300, help="simulated audience (default 300)")
+    demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    demo.set_defaults(handler=_demo)
 
     simulate = commands.add_parser(
         "simulate", parents=[common], help="serve a simulated Storm cluster API"
@@ -252,6 +268,26 @@ def _dlq(args: argparse.Namespace) -> int:
     return asyncio.run(
         redeliver.dlq_purge(
             settings, sink_name=args.sink, cluster=args.cluster, before=before, out=sys.stdout
+        )
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from notifier.demo import run_demo  # noqa: PLC0415 - rich and fakeredis load on demand
+
+    if args.viewers < 1:
+        raise ConfigError("--viewers must be at least 1")
+    configure_logging(fmt="console", level="error")
+    return _run_until_signal(
+        lambda stop: run_demo(
+            duration=args.duration, viewers=args.viewers, seed=args.seed, stop=stop
         )
     )
 
