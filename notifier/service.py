@@ -32,7 +32,7 @@ from notifier.sinks.worker import SinkControl, SinkWorker
 from notifier.storm import StormClient, create_session
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from notifier.config import Settings
     from notifier.redis_client import AnyRedis
@@ -48,7 +48,13 @@ RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 STOP_GRACE = 10.0
 
 
-async def supervise(name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+async def supervise(
+    name: str,
+    work: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    *,
+    backoff: Sequence[float] = RESTART_BACKOFF,
+) -> None:
     """Run ``work`` until ``stop``; if it crashes, log it and start it again after a backoff."""
     failures = 0
     while not stop.is_set():
@@ -60,7 +66,7 @@ async def supervise(name: str, work: Callable[[], Awaitable[None]], stop: asynci
         except Exception as exc:
             if time.monotonic() - started > 60:
                 failures = 0
-            delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
+            delay = backoff[min(failures, len(backoff) - 1)]
             failures += 1
             log.exception(
                 "service.task_crashed",

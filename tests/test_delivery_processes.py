@@ -327,3 +327,55 @@ async def test_run_all_polls_and_delivers_in_one_process(
     emitted = {fields[b"id"].decode() for _, fields in entries}
     assert {e["id"] for e in first_receipts(receiver)} == emitted
     assert await pending(redis, "hooks") == 0
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_under_load_acknowledges_only_what_was_delivered(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """SIGTERM while a slow, flaky receiver is being fed: every acknowledged event had arrived,
+    the rest stays pending, and a restart delivers it."""
+    events = make_events(400, 40, seed=8)
+    async with WebhookReceiver(SECRET) as receiver:
+        receiver.default = Reply(delay=0.02)
+        receiver.respond(*[Reply(status=503)] * 30)
+        config = write_config(tmp_path, redis_server.url, hook_sink(receiver.url))
+        await create_group(redis, "hooks")
+        await publish(redis, events)
+        worker = await start_sinks(config, tmp_path / "run.log")
+        try:
+            await receiver.wait_for(100)
+            worker.terminate()  # under load: deliveries in flight, retries waiting
+            assert await asyncio.wait_for(worker.wait(), 30) == 0
+            arrived = {r.json["id"] for r in receiver.received}
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(KEYS.events)  # type: ignore[assignment]
+            ids = {entry_id: fields[b"id"].decode() for entry_id, fields in entries}
+            waiting: list[dict[str, Any]] = await redis.xpending_range(
+                KEYS.events, "sink:hooks", min="-", max="+", count=1000
+            )
+            still_pending = {ids[p["message_id"]] for p in waiting}
+            info = await redis.xinfo_groups(KEYS.events)
+            read_up_to = info[0]["last-delivered-id"]
+            acked = {
+                event_id
+                for entry_id, event_id in ids.items()
+                if _order(entry_id) <= _order(read_up_to) and event_id not in still_pending
+            }
+            assert acked <= arrived  # nothing acknowledged that was not delivered
+            assert len(acked) < 400
+            worker = await start_sinks(config, tmp_path / "run.log")
+            while len(first_receipts(receiver)) < 400:
+                await receiver.wait_for(len(receiver.received) + 1, timeout=60)
+            worker.terminate()
+            assert await asyncio.wait_for(worker.wait(), 30) == 0
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+    assert by_viewer(first_receipts(receiver)) == by_viewer(events)
+    assert await pending(redis, "hooks") == 0
+
+
+def _order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
