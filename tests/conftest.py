@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 from aiohttp import web
 
 from notifier.config import ClusterSettings
@@ -80,3 +81,10 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster3]:
     """A private cluster of three masters (about 2 s to form), stopped after."""
     with RedisCluster3(tmp_path / "redis-cluster") as cluster:
         yield cluster
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Tests that configure structlog do not leak their level or output into the next test."""
+    yield
+    structlog.reset_defaults()
