@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -68,6 +69,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--offline", action="store_true", help="validate only; contact nothing")
     check.set_defaults(handler=_check_config)
+
+    schema = commands.add_parser(
+        "config-schema",
+        parents=[common],
+        help="print the JSON Schema of the configuration (for editors); reads no config file",
+    )
+    schema.set_defaults(handler=_config_schema)
 
     run = commands.add_parser(
         "run", parents=[common], help="the service: poll clusters and emit events until SIGTERM"
@@ -217,6 +225,13 @@ def _check_config(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     return asyncio.run(check_config(settings, sys.stdout, offline=args.offline))
+
+
+def _config_schema(_args: argparse.Namespace) -> int:
+    from notifier.commands.schema import config_schema  # noqa: PLC0415
+
+    print(json.dumps(config_schema(), indent=2))
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
