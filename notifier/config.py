@@ -90,9 +90,9 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 class ClusterAuth(Frozen):
     """Either a static Bearer ``token``, or ``username`` + ``password`` for POST /api/auth/login."""
 
-    token: SecretStr | None = None
-    username: str | None = None
-    password: SecretStr | None = None
+    token: SecretStr | None = Field(default=None, description="a static Bearer token (secret)")
+    username: str | None = Field(default=None, description="for POST /api/auth/login")
+    password: SecretStr | None = Field(default=None, description="for POST /api/auth/login")
     api_key: SecretStr | None = Field(default=None, description="sent as X-Api-Key when set")
 
     @model_validator(mode="after")
@@ -209,7 +209,9 @@ class ServerSettings(Frozen):
 class LoggingSettings(Frozen):
     """Log output on standard error."""
 
-    format: Literal["json", "console"] = "json"
+    format: Literal["json", "console"] = Field(
+        default="json", description="json: one object a line; console: for people"
+    )
     level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("level", mode="before")

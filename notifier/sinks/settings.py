@@ -17,10 +17,10 @@ DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 
 class SinkFilter(Frozen):
     """Which events a sink takes; an empty list means "all"."""
 
-    clusters: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = Field(default=(), description="cluster names")
     stream_keys: tuple[str, ...] = Field(default=(), description="glob patterns, e.g. 'live-*'")
-    application_ids: tuple[str, ...] = ()
-    harness_types: tuple[str, ...] = ()
+    application_ids: tuple[str, ...] = Field(default=(), description="applicationId values")
+    harness_types: tuple[str, ...] = Field(default=(), description="harnessType values")
     countries: tuple[str, ...] = Field(default=(), description="ISO country codes, e.g. PL")
 
 
@@ -33,8 +33,8 @@ class RetrySettings(Frozen):
 class SinkBaseSettings(Frozen):
     """The keys every sink has; a sink type adds its own."""
 
-    name: Name
-    type: str
+    name: Name = Field(description="[a-z0-9_-]{1,40}; names its consumer group and dead letters")
+    type: str = Field(description="webhook, slack, stdout, or an installed plugin's type")
     events: tuple[EventType, ...] | None = Field(
         default=None, description="event types to deliver; omitted: all types"
     )

@@ -21,4 +21,4 @@ class SlackSinkSettings(SinkBaseSettings):
         default=10.0,
         description="events of one (cluster, streamKey) within this become one message",
     )
-    timeout: PositiveSeconds = 15.0
+    timeout: PositiveSeconds = Field(default=15.0, description="one request, answer included")

@@ -42,7 +42,7 @@ class WebhookSinkSettings(SinkBaseSettings):
         description='"whsec_" + base64; a list signs with each (key rotation)',
     )
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra headers")
-    timeout: PositiveSeconds = 15.0
+    timeout: PositiveSeconds = Field(default=15.0, description="one request, answer included")
     concurrency: int = Field(default=16, ge=1, le=256, description="requests in flight at once")
     batch_size: int = Field(
         default=1, ge=1, le=1000, description="events per request; above 1, a JSON array"
