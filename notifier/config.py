@@ -78,13 +78,14 @@ class RedisSettings(Frozen):
         return value
 
     def display_url(self) -> str:
-        """The URL with any password replaced by ``***``."""
-        return re.sub(r"(?<=://)([^@/]*)@", _mask_userinfo, self.url.get_secret_value())
-
-
-def _mask_userinfo(match: re.Match[str]) -> str:
-    user, _, _ = match.group(1).partition(":")
-    return f"{user}:***@"
+        """The URL with any password replaced by ``***`` (it may itself contain ``@``)."""
+        url = self.url.get_secret_value()
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if not sep or not at:
+            return url
+        user = userinfo.partition(":")[0]
+        return f"{scheme}://{user}:***@{host}"
 
 
 class ClusterAuth(Frozen):

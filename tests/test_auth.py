@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 
 import pytest
 
 from notifier.errors import StormAuthError
+from notifier.logs import configure_logging
 from notifier.storm._retry import RetryableFailure
-from notifier.storm.auth import LoginAuth, LoginResponse, token_lifetime
+from notifier.storm.auth import (
+    LOGIN_FAILURE_HOLD,
+    LoginAuth,
+    LoginResponse,
+    is_auth_failure,
+    token_lifetime,
+)
 
 
 class FakeClock:
@@ -102,17 +110,88 @@ async def test_bad_credentials_are_an_auth_error_with_the_server_message() -> No
 
 
 async def test_server_trouble_during_login_is_retryable() -> None:
-    """5xx and 429 on login are passing trouble, with Retry-After carried along."""
+    """5xx, 429 and 425 on login are passing trouble, with Retry-After carried along."""
     server, clock = FakeServer(), FakeClock()
     server.script.append(LoginResponse(status=429, body=b"{}", retry_after="7"))
     server.script.append(LoginResponse(status=503, body=b"<html>"))
+    server.script.append(LoginResponse(status=425, body=b"{}"))
     auth = make_auth(server, clock)
     with pytest.raises(RetryableFailure) as info:
         await auth.token()
     assert info.value.retry_after == 7.0
+    clock.now += LOGIN_FAILURE_HOLD
     with pytest.raises(RetryableFailure, match="HTTP 503"):
         await auth.token()
+    clock.now += LOGIN_FAILURE_HOLD
+    with pytest.raises(RetryableFailure, match="HTTP 425"):
+        await auth.token()
+    clock.now += LOGIN_FAILURE_HOLD
+    assert await auth.token() == "tok-4"
+
+
+@pytest.mark.parametrize(
+    ("response", "error"),
+    [
+        (LoginResponse(status=503, body=b'{"message": "busy"}'), RetryableFailure),
+        (
+            LoginResponse(status=401, body=b'{"message": "Username or password is incorrect"}'),
+            StormAuthError,
+        ),
+    ],
+)
+async def test_concurrent_rejections_while_login_fails_share_one_attempt(
+    response: LoginResponse, error: type[Exception]
+) -> None:
+    """Six rejected requests while login fails cost one login, not the minute's five."""
+    server, clock = FakeServer(), FakeClock()
+    server.script.extend([response, response])
+    auth = make_auth(server, clock)
+    outcomes = await asyncio.gather(
+        *(auth.rejected("old", "HTTP 401") for _ in range(6)), return_exceptions=True
+    )
+    assert server.calls == 1
+    assert all(type(outcome) is error for outcome in outcomes)
+    assert len({str(outcome) for outcome in outcomes}) == 1  # the same message for all
+    clock.now += LOGIN_FAILURE_HOLD - 1
+    with pytest.raises(error):
+        await auth.token()
+    assert server.calls == 1
+    clock.now += 1
+    with pytest.raises(error):
+        await auth.token()
+    assert server.calls == 2
+    clock.now += LOGIN_FAILURE_HOLD
     assert await auth.token() == "tok-3"
+
+
+async def test_a_renewal_refused_by_the_login_limit_keeps_the_current_token() -> None:
+    """When the 5-a-minute limit blocks a renewal ahead of expiry, the live token is used."""
+    server, clock = FakeServer(remaining_ms=70_000), FakeClock()  # renewed 17.5 s early
+    auth = make_auth(server, clock)
+    token = await auth.token()
+    for _ in range(4):
+        clock.now += 1
+        token = await auth.rejected(token, "HTTP 401")
+    assert (token, server.calls) == ("tok-5", 5)  # at 1004 s, expiring at 1074 s
+    clock.now = 1057.0  # inside the renewal margin, with all five logins in the last minute
+    assert await auth.token() == "tok-5"
+    assert await auth.token() == "tok-5"
+    assert server.calls == 5
+    clock.now = 1075.0  # expired: the limit has passed too
+    assert await auth.token() == "tok-6"
+
+
+async def test_a_failed_renewal_never_extends_an_expired_token() -> None:
+    """A token past its expiry is not kept when the renewal fails: the failure is raised."""
+    server, clock = FakeServer(remaining_ms=70_000), FakeClock()
+    auth = make_auth(server, clock)
+    assert await auth.token() == "tok-1"
+    server.script.extend([LoginResponse(status=503, body=b"{}")] * 2)
+    clock.now += 60  # renewal margin: the login fails, the token is kept
+    assert await auth.token() == "tok-1"
+    clock.now += 11  # expired now
+    with pytest.raises(RetryableFailure, match="HTTP 503"):
+        await auth.token()
 
 
 async def test_a_login_without_a_token_is_an_auth_error() -> None:
@@ -154,6 +233,40 @@ async def test_aclose_logs_out_once() -> None:
 def _jwt(exp: float) -> str:
     payload = base64.urlsafe_b64encode(json.dumps({"exp": exp}).encode()).rstrip(b"=").decode()
     return f"eyJhbGciOiJIUzI1NiJ9.{payload}.sig"
+
+
+def test_a_lifetime_under_a_minute_is_taken_for_seconds_sent_as_ms() -> None:
+    """remainingTime 900 (seconds, not ms) falls back to the JWT's exp, else 900 s."""
+    now = 1_770_000_000.0
+    assert token_lifetime("opaque", 900, None, now) == 900.0
+    assert token_lifetime(_jwt(now + 600), 900, None, now) == pytest.approx(600.0)
+    assert token_lifetime("opaque", 900, (now + 30) * 1000, now) == 900.0
+    assert token_lifetime("opaque", 60_000, None, now) == 60.0
+
+
+async def test_a_suspect_lifetime_is_logged_once_and_the_token_kept() -> None:
+    """Logins answering remainingTime 900 keep their token ~15 minutes, with one info line."""
+    log = io.StringIO()
+    configure_logging(fmt="json", level="info", stream=log)
+    server, clock = FakeServer(remaining_ms=900), FakeClock()
+    auth = make_auth(server, clock)
+    assert await auth.token() == "tok-1"
+    clock.now += 800
+    assert await auth.token() == "tok-1"
+    clock.now += 60
+    assert await auth.token() == "tok-2"
+    events = [json.loads(line)["event"] for line in log.getvalue().splitlines()]
+    assert events.count("storm.token_lifetime_suspect") == 1
+
+
+def test_dead_token_answers_are_auth_failures() -> None:
+    """401, 403 and the documented dead-token message on any status mean a rejected token."""
+    dead = b'{"message": "Could not authorize with given access token", "timestamp": 1}'
+    assert is_auth_failure(401, b"")
+    assert is_auth_failure(403, b"{}")
+    assert is_auth_failure(400, dead)
+    assert not is_auth_failure(200, b'{"data": {"list": []}}')
+    assert not is_auth_failure(500, b'{"message": "Internal error"}')
 
 
 def test_token_lifetime_sources_in_order() -> None:

@@ -338,3 +338,10 @@ def test_settings_cluster_lookup() -> None:
     assert settings.cluster("eu-1").name == "eu-1"
     with pytest.raises(ConfigError, match=r"no cluster named 'us' \(configured: eu-1\)"):
         settings.cluster("us")
+
+
+def test_display_url_masks_a_password_that_contains_at() -> None:
+    """A password with '@' in it is masked whole (redis-py splits at the last '@')."""
+    settings = load(MINIMAL + "redis: {url: 'redis://user:s3cr@tPass@cache:6379/0'}\n")
+    assert settings.redis.display_url() == "redis://user:***@cache:6379/0"
+    assert load(MINIMAL).redis.display_url() == "redis://127.0.0.1:6379/0"

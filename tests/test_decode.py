@@ -7,7 +7,14 @@ import json
 import pytest
 
 from notifier.errors import StormSchemaError
-from notifier.storm.decode import MalformedBody, decode_error_message, decode_page, decode_viewer
+from notifier.storm.decode import (
+    MalformedBody,
+    decode_error_message,
+    decode_found,
+    decode_page,
+    decode_viewer,
+    describe_status,
+)
 
 RECORD = {
     "id": "v_xh69zeigml96ts7p",
@@ -88,6 +95,59 @@ def test_health_is_none_when_the_server_has_no_measurement(
     assert viewer.health == health
 
 
+@pytest.mark.parametrize(
+    ("score", "grade", "health"),
+    [
+        (0, "NO DATA", None),
+        (0, "No data", None),
+        (0, "no_data", None),
+        (0, "no-data", None),
+        (0, " No  Data ", None),
+        (0, "", None),
+        (0, "   ", None),
+        (73, "NO_DATA", None),
+        (0, "Very Bad", 0.0),
+        (0, "Nodal", 0.0),
+        (12, "", 12.0),
+    ],
+)
+def test_no_data_is_recognised_in_any_spelling(
+    score: object, grade: str, health: float | None
+) -> None:
+    """ "No Data" matches ignoring case, spaces and underscores; a 0 needs a real grade."""
+    (viewer,) = decode_page(
+        body([{"id": "v_1", "healthScore": score, "healthGrade": grade}])
+    ).viewers
+    assert viewer.health == health
+    assert viewer.health_grade == grade
+
+
+def test_a_missing_list_is_a_schema_error_only_when_viewers_are_reported() -> None:
+    """No list (or a null one) beside totalItems > 0 is misshapen; beside 0 or nothing, empty."""
+    for raw in (b'{"data": {"totalItems": 500}}', b'{"data": {"list": null, "totalItems": 3}}'):
+        with pytest.raises(StormSchemaError, match=r"no \$\.data\.list but reports totalItems"):
+            decode_page(raw)
+    for raw in (
+        b'{"data": {"list": null, "totalItems": 0}}',
+        b'{"data": {"list": null}}',
+        b'{"data": {}}',
+    ):
+        assert decode_page(raw).viewers == []
+
+
+def test_batch_lookup_bodies_yield_the_found_records() -> None:
+    """data.found decodes to viewers like list items; a wrong shape or non-JSON is reported."""
+    raw = json.dumps({"data": {"found": [RECORD], "notFound": ["v_gone"]}}).encode()
+    assert decode_found(raw) == decode_page(body([RECORD])).viewers
+    assert decode_found(b'{"data": {"found": null, "notFound": []}}') == []
+    with pytest.raises(StormSchemaError, match="batch lookup shape"):
+        decode_found(b'{"found": []}')
+    with pytest.raises(StormSchemaError, match=r"\$\.data\.found\[1\] has no id"):
+        decode_found(json.dumps({"data": {"found": [RECORD, {"healthScore": 3}]}}).encode())
+    with pytest.raises(MalformedBody):
+        decode_found(b"<html>")
+
+
 def test_missing_optional_fields_are_tolerated() -> None:
     """A record with only an id is a viewer with no health data."""
     (viewer,) = decode_page(body([{"id": "v_1", "healthGrade": None, "streamKey": None}])).viewers
@@ -146,3 +206,5 @@ def test_error_messages_are_one_short_line() -> None:
     assert decode_error_message(b"<html>") is None
     assert decode_error_message(b'{"message": 5}') is None
     assert len(decode_error_message(json.dumps({"message": "x" * 5000}).encode()) or "") == 200
+    assert describe_status(503, b'{"message": "busy"}') == "HTTP 503: busy"
+    assert describe_status(502, b"<html>") == "HTTP 502"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from contextlib import asynccontextmanager
@@ -25,9 +26,11 @@ from notifier.storm import Poll, StormClient, create_session
 from .conftest import FAST_BACKOFF, cluster_settings, scripted_storm
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from notifier.config import ClusterSettings
+
+    from .conftest import Handler
 
 
 @asynccontextmanager
@@ -498,6 +501,263 @@ async def test_incomplete_polls_keep_what_they_read_but_say_so() -> None:
     assert not poll.complete
     assert len(poll.viewers) == 10
     assert json.loads(next(iter(poll.viewers.values())).raw)["id"]
+
+
+# --- paging that used to yield a "complete" poll missing viewers ---------------------------------
+
+
+def _serve_pages(
+    rows: list[dict[str, Any]], size: int, **paging: Any
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A viewer list over ``rows``, ``size`` a page, with ``paging`` facts sent as given."""
+
+    async def viewers(request: web.Request) -> web.Response:
+        number = int(request.query["page"])
+        return _page(rows[(number - 1) * size : number * size], **paging)
+
+    return viewers
+
+
+async def _poll(viewers: Handler, **overrides: Any) -> Poll:
+    async with (
+        scripted_storm({("GET", "/api/cluster/viewers"): viewers}) as url,
+        client_for(_token_settings(url, **overrides)) as client,
+    ):
+        return await client.poll()
+
+
+async def test_has_next_on_page_one_is_followed_past_its_total_pages() -> None:
+    """Page 1 saying totalPages 1 but hasNext true: page 2 is read too."""
+
+    async def viewers(request: web.Request) -> web.Response:
+        number = int(request.query["page"])
+        rows = _rows((number - 1) * 2, 2) if number <= 2 else []
+        return _page(rows, totalPages=1, hasNext=number < 2, currentPage=number)
+
+    poll = await _poll(viewers, page_size=2)
+    assert poll.complete, poll.error
+    assert len(poll.viewers) == 4
+
+
+@pytest.mark.parametrize(
+    "paging",
+    [
+        {"totalItems": 4, "itemsPerPage": 2, "totalPages": 0},
+        {"totalItems": 5, "itemsPerPage": 2, "totalPages": 2},
+        {"totalItems": 5},
+    ],
+    ids=["total-pages-0", "total-pages-rounded-down", "rows-of-page-1"],
+)
+async def test_the_last_page_is_the_larger_of_total_pages_and_total_items(
+    paging: dict[str, int],
+) -> None:
+    """totalPages 0 or rounded down, or no itemsPerPage: totalItems still sets the last page."""
+    rows = _rows(0, paging["totalItems"])
+    poll = await _poll(_serve_pages(rows, 2, **paging), page_size=2)
+    assert poll.complete, poll.error
+    assert len(poll.viewers) == len(rows)
+
+
+async def test_a_page_without_its_list_is_an_incomplete_poll() -> None:
+    """A 200 reporting viewers but holding no list is a schema error, not an empty audience."""
+
+    async def viewers(request: web.Request) -> web.Response:
+        return web.json_response({"data": {"totalItems": 500}})
+
+    poll = await _poll(viewers)
+    assert not poll.complete
+    assert poll.error == "the viewer list has no $.data.list but reports totalItems 500"
+
+
+@pytest.mark.parametrize(
+    ("first_page", "error"),
+    [
+        (1, "asked for page 2, the server answered page 1"),
+        (0, "page 3 came back empty, but the same answer reports totalItems 6"),
+    ],
+    ids=["page-ignored", "zero-based"],
+)
+async def test_an_answer_for_another_page_is_an_incomplete_poll(
+    first_page: int, error: str
+) -> None:
+    """A server ignoring `page` (always page 1), or counting pages from 0, is caught."""
+    rows = _rows(0, 6)
+
+    async def viewers(request: web.Request) -> web.Response:
+        current = 1 if first_page == 1 else int(request.query["page"])
+        start = (current - first_page) * 2  # the rows it serves as page `current`
+        paging = {"totalItems": 6, "itemsPerPage": 2, "totalPages": 3, "currentPage": current}
+        return _page(rows[start : start + 2], **paging)
+
+    poll = await _poll(viewers, page_size=2, concurrency=1)
+    assert not poll.complete
+    assert poll.error is not None
+    assert poll.error.startswith(error)
+
+
+async def test_empty_pages_inside_huge_totals_end_the_poll_at_once() -> None:
+    """totalPages 1e9 with empty pages after page 1: incomplete after a few requests."""
+
+    async def viewers(request: web.Request) -> web.Response:
+        number = int(request.query["page"])
+        return _page(_rows(0, 2) if number == 1 else [], totalPages=10**9)
+
+    poll = await _poll(viewers, page_size=2, concurrency=2)
+    assert not poll.complete
+    assert poll.error is not None
+    assert poll.error.endswith(
+        " came back empty, but the same answer reports totalPages 1000000000"
+    )
+    assert poll.requests <= 5
+
+
+async def test_a_server_that_drops_a_whole_page_makes_the_poll_incomplete() -> None:
+    """Page 4 answered with page 5's rows (page 4's viewers never seen): incomplete."""
+    rows = _rows(0, 100)
+
+    async def viewers(request: web.Request) -> web.Response:
+        number = int(request.query["page"])
+        served = number + 1 if number == 4 else number
+        return _page(rows[(served - 1) * 10 : served * 10], totalItems=100, itemsPerPage=10)
+
+    poll = await _poll(viewers, page_size=10, concurrency=1)
+    assert not poll.complete
+    assert poll.error is not None
+    assert poll.error.startswith("pages 4 and 5 held the same 10 viewers")
+
+
+async def test_a_pass_far_short_of_the_reported_total_is_incomplete() -> None:
+    """Pages that together hold 90 of the 100 viewers reported: incomplete, saying so."""
+    rows = _rows(0, 100)
+
+    async def viewers(request: web.Request) -> web.Response:
+        number = int(request.query["page"])
+        page = rows[(number - 1) * 10 : number * 10]
+        return _page(page[1:], totalItems=100, itemsPerPage=10)  # one row lost a page
+
+    poll = await _poll(viewers, page_size=10)
+    assert not poll.complete
+    assert poll.error == "the server reported 100 viewers but its pages held 90"
+    assert len(poll.viewers) == 90
+
+
+async def test_a_one_viewer_shortfall_is_drift_and_stays_complete() -> None:
+    """A viewer that left between the count and the last page does not fail the poll."""
+    rows = _rows(0, 99)
+    poll = await _poll(_serve_pages(rows, 10, totalItems=100, itemsPerPage=10), page_size=10)
+    assert poll.complete, poll.error
+    assert len(poll.viewers) == 99
+
+
+async def test_the_last_page_served_again_past_the_end_is_not_a_repeat() -> None:
+    """A page past a shrunken audience's end answered with the last page again is no error."""
+    calls = {"n": 0}
+    rows = _rows(0, 30)
+
+    async def viewers(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        number = int(request.query["page"])
+        total = 30 if calls["n"] == 1 else 25  # five leave after page 1 is read
+        served = min(number, 3)
+        return _page(rows[(served - 1) * 10 : min(served * 10, total)], totalItems=total)
+
+    poll = await _poll(viewers, page_size=10, concurrency=1)
+    assert poll.complete, poll.error
+    assert len(poll.viewers) == 25
+
+
+async def test_repeats_while_has_next_says_more_end_the_pass() -> None:
+    """No totals, hasNext forever, pages of viewers already read: incomplete, not endless."""
+
+    async def viewers(request: web.Request) -> web.Response:
+        number = int(request.query["page"])
+        rows = _rows(0, 2)
+        return _page(rows if number % 2 else rows[::-1], hasNext=True)
+
+    poll = await _poll(viewers, page_size=2)
+    assert not poll.complete
+    assert poll.error is not None
+    assert poll.error.startswith("page 2 held only viewers already read")
+    assert poll.requests == 2
+
+
+# --- the poll budget bounds successful requests too ----------------------------------------------
+
+
+def _fetches_running() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "") == "StormClient._fetch_page"
+    ]
+
+
+@pytest.mark.parametrize("mode", ["has-next", "total-pages"])
+async def test_the_budget_ends_a_poll_whose_pages_keep_coming(mode: str) -> None:
+    """Endless fresh pages (hasNext forever, or totalPages 1e9) stop at the poll budget."""
+
+    async def viewers(request: web.Request) -> web.Response:
+        number = int(request.query["page"])
+        paging = {"hasNext": True} if mode == "has-next" else {"totalPages": 10**9}
+        return _page(_rows(number * 2, 2), **paging)
+
+    poll = await _poll(viewers, page_size=2, poll_budget="300ms")
+    assert not poll.complete
+    assert poll.error == "the poll did not finish within the poll budget (300ms)"
+    assert poll.pages > 2
+    assert poll.duration < 2.0
+    assert _fetches_running() == []
+
+
+async def test_a_slow_page_that_would_succeed_is_cut_by_the_budget() -> None:
+    """A page slower than the budget (but within `timeout`) ends the poll at the budget."""
+    release = asyncio.Event()
+
+    async def viewers(request: web.Request) -> web.Response:
+        if request.query["page"] == "2":
+            await release.wait()
+        return _page(_rows(0, 2), totalPages=2)
+
+    try:
+        poll = await _poll(viewers, page_size=2, poll_budget="300ms", timeout="30s")
+    finally:
+        release.set()
+    assert not poll.complete
+    assert poll.error == "the poll did not finish within the poll budget (300ms)"
+    assert poll.duration < 2.0
+    assert _fetches_running() == []
+
+
+async def test_one_retry_after_of_a_day_pauses_the_cluster_for_five_minutes_at_most() -> None:
+    """Retry-After 86400 is honoured for 300 s only, and the cap is logged."""
+    log = io.StringIO()
+    configure_logging(fmt="json", level="info", stream=log)
+    now = [0.0]
+
+    async def sleep(delay: float) -> None:
+        now[0] += delay
+
+    answers = {"n": 0}
+
+    async def viewers(request: web.Request) -> web.Response:
+        answers["n"] += 1
+        if answers["n"] == 1:
+            busy = {"message": "busy"}
+            return web.json_response(busy, status=503, headers={"Retry-After": "86400"})
+        return _page(_rows(0, 3), totalPages=1)
+
+    async with (
+        scripted_storm({("GET", "/api/cluster/viewers"): viewers}) as url,
+        client_for(_token_settings(url), clock=lambda: now[0], sleep=sleep) as client,
+    ):
+        first = await client.poll()  # 300 s is past the 20 s budget: gives up at once
+        now[0] += 300
+        second = await client.poll()
+    assert not first.complete
+    assert second.complete, second.error
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    (capped,) = [line for line in lines if line["event"] == "storm.retry_after_capped"]
+    assert (capped["retry_after"], capped["honoured"]) == (86400, 300.0)
 
 
 async def test_session_is_plain_aiohttp() -> None:

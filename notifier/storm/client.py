@@ -35,7 +35,7 @@ from notifier.errors import (
 from ._retry import Backoff, RetryableFailure, is_retryable_status, parse_retry_after
 from .auth import Auth, LoginAuth, LoginResponse, StaticTokenAuth, is_auth_failure
 from .decode import MalformedBody, Page, Viewer, decode_found, decode_page, describe_status
-from .paging import MAX_PAGES, Tally, check_page, last_page
+from .paging import MAX_PAGES, Tally, check_page, extended, last_page, more_after, repeating
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -135,6 +135,7 @@ class StormClient:
             )
         self._paused_until = 0.0
         self._requests = 0
+        self._failing: tuple[str, str, int] | None = None  # the latest request being retried
         self._batch_field = "ids"
 
     @property
@@ -211,15 +212,18 @@ class StormClient:
     @contextlib.asynccontextmanager
     async def _budget(self, what: str) -> AsyncIterator[None]:
         """Cut the work inside at ``poll_budget``, however well its requests are going."""
-        budget = self._settings.poll_budget
+        self._failing = None
         try:
-            async with asyncio.timeout(budget) as timeout:
+            async with asyncio.timeout(self._settings.poll_budget) as timeout:
                 yield
         except TimeoutError:
             if not timeout.expired():
                 raise
+            if self._failing is not None:  # the time went on a failing request: say which
+                raise self._gave_up(*self._failing) from None
+            budget = format_duration(self._settings.poll_budget)
             raise StormUnavailable(
-                f"{what} did not finish within the poll budget ({format_duration(budget)})"
+                f"{what} did not finish within the poll budget ({budget})"
             ) from None
 
     # --- paging -------------------------------------------------------------------------------
@@ -243,13 +247,13 @@ class StormClient:
     async def _read_pass(self, query: dict[str, str], deadline: float, into: Tally) -> None:
         into.start_pass()
         first = await self._fetch_page(query, 1, deadline)
-        new = into.add(first)
         per_page = first.items_per_page or len(first.viewers) or None
+        new = into.add(first, 1, per_page)
         target = last_page(first, per_page)
         if target is None:
             await self._read_sequentially(query, deadline, into, first, per_page)
         else:
-            target = _extended(target, 1, first, new)
+            target = extended(target, 1, first, new)
             await self._read_concurrently(query, deadline, into, target, per_page)
         into.check_pass()
 
@@ -276,12 +280,12 @@ class StormClient:
                         if not await self._is_past_end(query, number, deadline, per_page, exc):
                             raise
                         continue
-                    new = into.add(page)
+                    new = into.add(page, number, per_page)
                     reported = last_page(page, per_page)
                     if reported is not None and reported > target:
                         target = reported  # the audience grew mid-pass
                     if number == target:
-                        target = _extended(target, number, page, new)
+                        target = extended(target, number, page, new)
         finally:
             for task in in_flight:
                 task.cancel()
@@ -293,12 +297,12 @@ class StormClient:
     ) -> None:
         """For servers that report no totals: follow hasNext (or full pages) one at a time."""
         page, number, new = first, 1, len(first.viewers)
-        while number < MAX_PAGES and _more_after(page, size or 0):
+        while number < MAX_PAGES and more_after(page, size or 0):
             if not new:
-                raise _repeating(number)
+                raise repeating(number)
             number += 1
             page = await self._fetch_page(query, number, deadline, per_page=size)
-            new = into.add(page)
+            new = into.add(page, number, size)
 
     async def _is_past_end(
         self,
@@ -377,7 +381,7 @@ class StormClient:
         while True:
             await self._wait_for_pause(deadline, what)
             try:
-                return await attempt()
+                result = await attempt()
             except StormSchemaError:
                 schema_failures += 1
                 if not schema_attempts or schema_failures >= SCHEMA_ATTEMPTS:
@@ -385,6 +389,10 @@ class StormClient:
                 reason, retry_after = "the body did not have the documented shape", None
             except RetryableFailure as failure:
                 reason, retry_after = failure.reason, self._capped(failure.retry_after, what)
+            else:
+                if failures and self._failing is not None and self._failing[0] == what:
+                    self._failing = None
+                return result
             failures += 1
             delay = (
                 retry_after if retry_after is not None else self._backoff.delay(failures, self._rng)
@@ -392,11 +400,9 @@ class StormClient:
             now = self._clock()
             if retry_after is not None:
                 self._paused_until = max(self._paused_until, now + retry_after)
+            self._failing = (what, reason, failures)
             if now + delay > deadline:
-                budget = format_duration(self._settings.poll_budget)
-                raise StormUnavailable(
-                    f"{what}: {reason} (gave up after {failures} attempts; poll budget {budget})"
-                )
+                raise self._gave_up(what, reason, failures)
             self._log.info(
                 "storm.request_retry",
                 what=what,
@@ -405,6 +411,12 @@ class StormClient:
                 delay=round(delay, 3),
             )
             await self._sleep(delay)
+
+    def _gave_up(self, what: str, reason: str, failures: int) -> StormUnavailable:
+        budget = format_duration(self._settings.poll_budget)
+        return StormUnavailable(
+            f"{what}: {reason} (gave up after {failures} attempts; poll budget {budget})"
+        )
 
     def _capped(self, retry_after: float | None, what: str) -> float | None:
         """A Retry-After, cut to ``MAX_RETRY_AFTER``: one answer must not silence a cluster."""
@@ -509,29 +521,6 @@ class StormClient:
             await self._send("POST", "/api/auth/logout", token)
         except RetryableFailure as failure:
             self._log.info("storm.logout_failed", reason=failure.reason)
-
-
-def _extended(target: int, number: int, page: Page, new: int) -> int:
-    """The target after page ``number`` (the last one so far): one more if it says hasNext."""
-    if number != target or not page.has_next or not page.viewers or target >= MAX_PAGES:
-        return target
-    if not new:
-        raise _repeating(number)
-    return target + 1
-
-
-def _more_after(page: Page, size: int) -> bool:
-    """Without totals: is there a page after this one (hasNext, or else a full page)?"""
-    if not page.viewers:
-        return False
-    return page.has_next if page.has_next is not None else len(page.viewers) >= size
-
-
-def _repeating(number: int) -> StormSchemaError:
-    return StormSchemaError(
-        f"page {number} held only viewers already read, yet the server says there are more"
-        " (does it ignore the page parameter?)"
-    )
 
 
 def _transport_reason(exc: aiohttp.ClientError) -> str:

@@ -132,7 +132,8 @@ def decode_page(body: bytes) -> Page:
     raws = data.rows or []
     cores = core.data.rows or []
     viewers = [
-        _viewer(index, c, bytes(r)) for index, (c, r) in enumerate(zip(cores, raws, strict=True))
+        _viewer(f"$.data.list[{index}]", c, bytes(r))
+        for index, (c, r) in enumerate(zip(cores, raws, strict=True))
     ]
     return Page(
         viewers=viewers,
@@ -144,15 +145,15 @@ def decode_page(body: bytes) -> Page:
     )
 
 
-def decode_viewer(record: bytes) -> Viewer:
-    """Decode one viewer record (a batch lookup's ``found`` item)."""
+def decode_viewer(record: bytes, where: str = "$") -> Viewer:
+    """Decode one viewer record (a batch lookup's ``found`` item, found at ``where``)."""
     try:
         core = msgspec.json.decode(record, type=_Core)
     except msgspec.ValidationError as exc:
         raise StormSchemaError(f"unexpected viewer record shape: {exc}") from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"body is not valid JSON ({exc})") from None
-    return _viewer(0, core, record)
+    return _viewer(where, core, record)
 
 
 def decode_found(body: bytes) -> list[Viewer]:
@@ -163,16 +164,17 @@ def decode_found(body: bytes) -> list[Viewer]:
         raise StormSchemaError(f"unexpected batch lookup shape: {exc}") from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"batch lookup body is not valid JSON ({exc})") from None
-    return [decode_viewer(bytes(raw)) for raw in parsed.data.found or []]
+    found = parsed.data.found or []
+    return [decode_viewer(bytes(raw), f"$.data.found[{i}]") for i, raw in enumerate(found)]
 
 
-def _viewer(index: int, core: _Core, raw: bytes) -> Viewer:
+def _viewer(where: str, core: _Core, raw: bytes) -> Viewer:
     viewer_id = core.id
     if isinstance(viewer_id, int) and not isinstance(viewer_id, bool):
         viewer_id = str(viewer_id)
     if not isinstance(viewer_id, str) or not viewer_id:
         what = "has no id" if viewer_id is None else "has an id that is not a non-empty string"
-        raise StormSchemaError(f"viewer record at $.data.list[{index}] {what}")
+        raise StormSchemaError(f"viewer record at {where} {what}")
     grade = core.healthGrade if isinstance(core.healthGrade, str) else None
     return Viewer(
         id=viewer_id, health=_health(core.healthScore, grade), health_grade=grade, raw=raw

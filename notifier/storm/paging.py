@@ -3,8 +3,15 @@
 The client fetches; this module decides. A page is checked against the request that fetched it
 (``check_page``: an answer for another page, or an empty page its own totals say is not empty),
 the last page is worked out from whatever totals the server gives (``last_page``), and a pass
-is checked against the totals at its end (``Tally.check_pass``). Offset paging over a live
-audience drifts a little (see storm-api.md), so only a shortfall beyond that is an error.
+is checked as it goes and at its end (``Tally``): two pages holding the same rows, or far fewer
+rows than the server reported.
+
+Offset paging over a live audience drifts (storm-api.md): a viewer that moves while the pages
+are read is missed by one page and returned twice by another, and a server whose order is not
+stable reshuffles whole pages. Drift therefore trades missed viewers for repeats; it does not
+lose rows. So a pass is short only when its pages returned fewer rows, repeats included, than
+the server reported, by more than ``shortfall_allowed``. A missed viewer that drift explains is
+the poller's to confirm (batch lookup), not a reason to fail the poll.
 """
 
 from __future__ import annotations
@@ -17,7 +24,16 @@ from notifier.errors import StormSchemaError
 if TYPE_CHECKING:
     from .decode import Page, Viewer
 
-__all__ = ["MAX_PAGES", "Tally", "check_page", "last_page", "shortfall_allowed"]
+__all__ = [
+    "MAX_PAGES",
+    "Tally",
+    "check_page",
+    "extended",
+    "last_page",
+    "more_after",
+    "repeating",
+    "shortfall_allowed",
+]
 
 MAX_PAGES = 1_000_000  # a runaway server that always says there is more stops here
 SHORTFALL_MIN = 5  # viewers a pass may miss to paging drift before it is incomplete ...
@@ -59,6 +75,30 @@ def check_page(page: Page, asked: int, per_page: int | None) -> None:
         )
 
 
+def extended(target: int, number: int, page: Page, new: int) -> int:
+    """The target after page ``number`` (the last one so far): one more if it says hasNext."""
+    if number != target or not page.has_next or not page.viewers or target >= MAX_PAGES:
+        return target
+    if not new:
+        raise repeating(number)
+    return target + 1
+
+
+def more_after(page: Page, size: int) -> bool:
+    """Without totals: is there a page after this one (hasNext, or else a full page)?"""
+    if not page.viewers:
+        return False
+    return page.has_next if page.has_next is not None else len(page.viewers) >= size
+
+
+def repeating(number: int) -> StormSchemaError:
+    """The error for page ``number`` holding only repeats while the server says there is more."""
+    return StormSchemaError(
+        f"page {number} held only viewers already read, yet the server says there are more"
+        " (does it ignore the page parameter?)"
+    )
+
+
 def shortfall_allowed(total: int) -> int:
     """How many of ``total`` reported viewers one pass may miss to drift and still be complete."""
     return max(SHORTFALL_MIN, int(total * SHORTFALL_SHARE))
@@ -94,24 +134,39 @@ class Tally:
     pages: int = 0
     duplicates: int = 0
     drift: bool = False
-    _pass_ids: set[str] = field(default_factory=set)
-    _pass_totals: set[int] = field(default_factory=set)
+    _ids: set[str] = field(default_factory=set)  # this pass's
+    _rows: int = 0
+    _totals: set[int] = field(default_factory=set)
+    _contents: dict[tuple[str, ...], int] = field(default_factory=dict)
 
     def start_pass(self) -> None:
         """Begin reading one query's pages."""
-        self._pass_ids = set()
-        self._pass_totals = set()
+        self._ids, self._rows, self._totals, self._contents = set(), 0, set(), {}
 
-    def add(self, page: Page) -> int:
-        """Count ``page`` in; return how many of its viewers are new to this pass."""
+    def add(self, page: Page, number: int, per_page: int | None) -> int:
+        """Count page ``number`` in; return how many of its viewers are new to this pass.
+
+        Raises ``StormSchemaError`` if it holds exactly the rows of another page of the pass
+        (the server ignores ``page``, or serves one page in place of another), unless its own
+        totals put it past the end (a server may answer there with the last page again).
+        """
         self.pages += 1
+        self._rows += len(page.viewers)
         if page.total_items is not None:
-            self._pass_totals.add(page.total_items)
-            self.drift = self.drift or len(self._pass_totals) > 1
-        viewers = self.viewers
-        before = len(viewers)
-        seen = self._pass_ids
-        seen_before = len(seen)
+            self._totals.add(page.total_items)
+            self.drift = self.drift or len(self._totals) > 1
+        contents = tuple(viewer.id for viewer in page.viewers)
+        if len(contents) > 1:
+            last = last_page(page, per_page)
+            other = self._contents.setdefault(contents, number)
+            if other != number and (last is None or number <= last):
+                first, second = sorted((other, number))
+                raise StormSchemaError(
+                    f"pages {first} and {second} held the same {len(contents)} viewers"
+                    " (does the server ignore the page parameter?)"
+                )
+        viewers, seen = self.viewers, self._ids
+        before, seen_before = len(viewers), len(seen)
         for viewer in page.viewers:
             viewers[viewer.id] = viewer
             seen.add(viewer.id)
@@ -119,14 +174,18 @@ class Tally:
         return len(seen) - seen_before
 
     def check_pass(self) -> None:
-        """Raise ``StormSchemaError`` if the pass holds far fewer viewers than the server reported.
+        """Raise ``StormSchemaError`` if the pass came back well short of the reported total.
 
-        The smallest total any page reported is the bar; missing up to ``shortfall_allowed``
-        of it is ordinary drift over a live audience, missing more is a page lost somewhere.
+        The bar is the smallest total any page reported. Rows that drift turned into repeats
+        count as read (see the module docstring); only rows never returned count as missing.
         """
-        if not self._pass_totals:
+        if not self._totals:
             return
-        total = min(self._pass_totals)
-        held = len(self._pass_ids)
-        if total - held > shortfall_allowed(total):
-            raise StormSchemaError(f"the server reported {total} viewers but its pages held {held}")
+        total = min(self._totals)
+        if total - self._rows > shortfall_allowed(total):
+            held = len(self._ids)
+            repeats = self._rows - held
+            raise StormSchemaError(
+                f"the server reported {total} viewers but its pages held {held}"
+                + (f" (and {repeats} repeats)" if repeats else "")
+            )
