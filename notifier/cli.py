@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotifierError as exc:
         return _fail(EXIT_FAILURE, str(exc))
     except KeyboardInterrupt:
-        return _fail(130, "interrupted")
+        return _fail(EXIT_FAILURE, "interrupted")
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         return _fail(EXIT_FAILURE, f"unexpected error: {type(exc).__name__}: {exc}")
 
