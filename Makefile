@@ -35,9 +35,10 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmark a 100k-viewer poll and its detection; reports in bench/results/
+bench: $(STAMP)  ## benchmarks side by side: a 100k-viewer poll, detection, delivery; reports in bench/results/
 	$(BIN)/python -m bench.poll
 	$(BIN)/python -m bench.detect
+	$(BIN)/python -m bench.deliver
 
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

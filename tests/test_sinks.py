@@ -409,3 +409,21 @@ async def test_stdout_sink_writes_json_lines() -> None:
     out.close()
     closed = await sink.deliver(events)
     assert closed.__class__.__name__ == "Failed"
+
+
+async def test_batch_mode_takes_a_viewers_queued_events_together_and_in_order(
+    redis: Redis,
+) -> None:
+    """One viewer's 20 queued events go out 10 a request, in order, retries included."""
+    events = make_events(20, 1)
+    async with WebhookReceiver(SECRET) as receiver:
+        receiver.respond(Reply(status=503), Reply(status=503))
+        await create_group(redis, "hooks")
+        await publish(redis, events)
+        settings = webhook(receiver.url, batch_size=10, batch_wait="5s")
+        async with running_worker(WebhookSink(settings), settings, redis) as control:
+            await control.wait_until(lambda c: c.delivered >= 20)
+        assert [len(r.json) for r in receiver.received] == [10, 10]
+        assert [e["sequence"] for e in received_events(receiver)] == list(range(1, 21))
+        assert len(receiver.attempts) == 4
+        assert await pending(redis, "hooks") == 0

@@ -39,7 +39,7 @@ from notifier.sinks.base import Delivered, Failed, Retry, UnreadableEvent, decod
 from notifier.sinks.stream import RetryState, SinkStream
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable
+    from collections.abc import Callable, Hashable, Sequence
 
     from notifier.keys import ClusterKeys
     from notifier.redis_client import AnyRedis
@@ -114,7 +114,7 @@ class SinkControl:
         self.resumed.set()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: "is this item in that batch"
 class _Pending:
     event: Event
     fields: dict[bytes, bytes]
@@ -155,6 +155,11 @@ class SinkWorker:
     ) -> None:
         self._sink = sink
         self._metrics = metrics or Metrics()
+        self._counters = {
+            outcome: self._metrics.deliveries.labels(settings.name, outcome)
+            for outcome in ("delivered", "retried", "failed", "paused", "dead_lettered", "filtered")
+        }
+        self._duration = self._metrics.delivery_duration.labels(settings.name)
         self._settings = settings
         self._control = control
         self._cluster = cluster
@@ -320,7 +325,9 @@ class _Leadership:
         w = self.w
         cursor = "0-0"  # first this consumer's pending entries (claimed ones included), in order
         while not self.done():
-            if self.in_memory >= w._backlog_limit:
+            if self.in_memory > w._backlog_limit - min(READ_COUNT, w._backlog_limit // 2):
+                # Refill only when a good read fits: a handful of freed slots is not worth a
+                # round trip per delivery.
                 self.space.clear()
                 await self.space.wait()
                 continue
@@ -353,7 +360,7 @@ class _Leadership:
             return
         if not _matches(w, event):
             w._control.filtered += 1
-            w._metrics.deliveries.labels(w._settings.name, "filtered").inc()
+            w._counters["filtered"].inc()
             self._ack(entry_id, retried=state is not None)
             await w._control.changed()
             return
@@ -398,6 +405,14 @@ class _Leadership:
                 key = batching.key(head.event) if batching.key else None
                 batch = self.batches.setdefault(key, _Batch(started=now))
                 batch.items.append(head)
+                for follower in itertools.islice(queue, 1, None):  # the viewer's next events,
+                    if (  # in order, may ride along: they would wait for the head anyway
+                        len(batch.items) >= batching.size
+                        or follower.not_before > now
+                        or (batching.key and batching.key(follower.event) != key)
+                    ):
+                        break
+                    batch.items.append(follower)
                 if len(batch.items) >= batching.size:
                     self.ready.append(self.batches.pop(key))
             for key in [k for k, b in self.batches.items() if now - b.started >= batching.wait]:
@@ -413,9 +428,11 @@ class _Leadership:
             if paused:
                 waiters.append(asyncio.ensure_future(w._control.resumed.wait()))
             timeout = None if deadline is None else max(deadline - w._clock(), 0.0)
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
+            try:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
 
     def _next_deadline(self, paused: bool) -> float | None:
         if self.ready or paused:
@@ -437,7 +454,7 @@ class _Leadership:
             except Exception as exc:  # noqa: BLE001 - a sink that raises: retry, never lose
                 w._log.exception("sink.deliver_raised", error=f"{type(exc).__name__}: {exc}")
                 outcome = Retry(f"the sink raised {type(exc).__name__}")
-            w._metrics.delivery_duration.labels(w._settings.name).observe(w._clock() - started)
+            w._duration.observe(w._clock() - started)
             await self._settle(items, outcome, w._clock() - started)
         except REDIS_ERRORS as exc:  # the outcome could not be recorded: end this leadership;
             self.failure = exc  # the entries stay pending and are read again
@@ -448,20 +465,19 @@ class _Leadership:
             await w._control.changed()
 
     async def _settle(self, items: list[_Pending], outcome: Outcome, took: float) -> None:
+        """Record the outcome: first what Redis must hold, then, with no await in between,
+        what the queues hold (so the dispatcher never sees a half-settled batch)."""
         w = self.w
         control = w._control
-        metric = w._metrics.deliveries.labels(w._settings.name, _outcome_name(outcome))
-        metric.inc(len(items))
+        w._counters[_outcome_name(outcome)].inc(len(items))
         if isinstance(outcome, Delivered):
             control.delivered += len(items)
-            for item in items:
-                self._finish(item)
+            self._complete(done=items, acked=(), retried=())
             return
         if isinstance(outcome, Failed) and outcome.pause:
             for item in items:  # no attempt is used up: the events wait for the operator
                 item.status, item.reason = outcome.status, outcome.reason
-                self.busy.discard(item.event.subject)
-                self._arm(item.event.subject, w._clock())
+            self._complete(done=(), acked=(), retried=items)
             w._metrics.sink_paused.labels(w._settings.name).set(1)
             if control.pause(outcome.reason):
                 w._log.error(
@@ -471,6 +487,8 @@ class _Leadership:
                     action="fix the endpoint, then resume (SIGHUP) or restart",
                 )
             return
+        dead: list[_Pending] = []
+        again: list[_Pending] = []
         for item in items:
             item.attempts += 1
             item.status, item.reason = outcome.status, outcome.reason
@@ -478,7 +496,7 @@ class _Leadership:
                 why = (
                     outcome.reason
                     if isinstance(outcome, Failed)
-                    else (f"gave up after {item.attempts} attempts: {outcome.reason}")
+                    else f"gave up after {item.attempts} attempts: {outcome.reason}"
                 )
                 await w._stream.dead_letter(
                     item.event.entry_id,
@@ -488,7 +506,7 @@ class _Leadership:
                     status=outcome.status,
                 )
                 control.dead_lettered += 1
-                w._metrics.deliveries.labels(w._settings.name, "dead_lettered").inc()
+                w._counters["dead_lettered"].inc()
                 w._log.warning(
                     "sink.dead_lettered",
                     event_id=item.event.id,
@@ -496,10 +514,11 @@ class _Leadership:
                     attempts=item.attempts,
                     status=outcome.status,
                 )
-                self._finish(item, acked=True)
+                dead.append(item)
                 continue
-            assert isinstance(outcome, Retry)  # noqa: S101 - Delivered and Failed returned above
-            delay = w._retry_delay(item.attempts, outcome.after)
+            delay = w._retry_delay(
+                item.attempts, outcome.after if isinstance(outcome, Retry) else None
+            )
             item.not_before = w._clock() + delay
             await w._stream.save_retry(
                 item.event.entry_id,
@@ -520,25 +539,46 @@ class _Leadership:
                 delay=round(delay, 2),
                 took=round(took, 3),
             )
-            self.busy.discard(item.event.subject)
-            self._arm(item.event.subject, item.not_before)
+            again.append(item)
+        if len(again) > 1:  # the batch stays together: one time for all of it
+            latest = max(item.not_before for item in again)
+            for item in again:
+                item.not_before = latest
+        self._complete(done=(), acked=dead, retried=again)
 
-    def _finish(self, item: _Pending, *, acked: bool = False) -> None:
-        """The viewer's head is done: acknowledge it and make the next one ready."""
-        viewer = item.event.subject
-        if not acked:
-            self._ack(item.event.entry_id, retried=item.attempts > 0)
-        queue = self.queues[viewer]
-        queue.popleft()
-        self.in_memory -= 1
-        self.space.set()
-        self.busy.discard(viewer)
-        if queue:
-            nxt = queue[0]
-            nxt.not_before = max(nxt.not_before, self.w._clock())
-            self._arm(viewer, nxt.not_before)
-        else:
-            del self.queues[viewer]
+    def _complete(
+        self,
+        *,
+        done: Sequence[_Pending],
+        acked: Sequence[_Pending],
+        retried: Sequence[_Pending],
+    ) -> None:
+        """Final items leave their viewer's queue (in order: they are its oldest); each
+        viewer touched gets its next event armed. Runs without awaiting."""
+        viewers: dict[str, None] = {}
+        for item in (*done, *acked):
+            viewer = item.event.subject
+            if item in done:
+                self._ack(item.event.entry_id, retried=item.attempts > 0)
+            queue = self.queues[viewer]
+            queue.popleft()  # final items of a viewer are always at the front, in order
+            self.in_memory -= 1
+            viewers[viewer] = None
+        for item in retried:
+            viewers[item.event.subject] = None
+        if done or acked:
+            self.space.set()
+        now = self.w._clock()
+        for viewer in viewers:
+            self.busy.discard(viewer)
+            remaining = self.queues.get(viewer)
+            if not remaining:
+                self.queues.pop(viewer, None)
+                continue
+            head = remaining[0]
+            if head not in retried:
+                head.not_before = max(head.not_before, now)
+            self._arm(viewer, head.not_before)
 
     # --- acknowledging and the lease ------------------------------------------------------------
 
