@@ -29,6 +29,7 @@ from notifier.events import EVENT_TYPES
 from notifier.service import Service
 from notifier.simulator import Faults, PopulationSettings, SimulatorSettings, running_simulator
 from notifier.sinks.base import Batching, Delivered, Outcome
+from notifier.sinks.stdout import StdoutSink, StdoutSinkSettings
 from notifier.sinks.webhook.config import signing_key
 from notifier.sinks.webhook.sink import sign
 
@@ -87,10 +88,12 @@ class _Receiver:
 
 
 class _ViewSink:
-    """A sink whose deliveries land in the live view."""
+    """The demo's ``stdout`` sink: JSON lines on standard output when it is not a terminal;
+    on a terminal the same events land in the live view instead."""
 
-    def __init__(self, view: _View) -> None:
+    def __init__(self, view: _View, stdout: StdoutSink | None) -> None:
         self._view = view
+        self._stdout = stdout
 
     @property
     def batching(self) -> Batching:
@@ -99,6 +102,8 @@ class _ViewSink:
     async def deliver(self, events: Sequence[Event]) -> Outcome:
         for event in events:
             self._view.add(event.payload())
+        if self._stdout is not None:
+            return await self._stdout.deliver(events)
         return Delivered()
 
     async def aclose(self) -> None:
@@ -118,8 +123,6 @@ class _View:
     def add(self, event: dict[str, Any]) -> None:
         self.counts[event["type"]] += 1
         self.recent.appendleft(event)
-        if not self.live:
-            self.console.print(_line(event), highlight=False)
 
     def render(self, service: Service, receiver: _Receiver, sim_url: str) -> Panel:
         stats = Table.grid(padding=(0, 2))
@@ -167,14 +170,6 @@ def _health(event: dict[str, Any]) -> str:
     return now
 
 
-def _line(event: dict[str, Any]) -> str:
-    viewer = event["data"]["viewer"]
-    return (
-        f"{event['time']} {event['type']:<24} {event['subject']} "
-        f"stream={viewer.get('streamKey')} health={_health(event)}"
-    )
-
-
 def _settings(sim_url: str, receiver_url: str, secret: str) -> Settings:
     return Settings.model_validate(
         {
@@ -216,6 +211,7 @@ async def run_demo(
 
     console = console or Console(soft_wrap=True)
     live = console.is_terminal and not os.environ.get("CI")
+    status_console = console if live else Console(stderr=True, soft_wrap=True)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     population = PopulationSettings(
         seed=seed, viewers=viewers, join_rate=0.03, leave_rate=0.03, health_change_rate=0.08
@@ -231,13 +227,15 @@ async def run_demo(
     try:
         async with running_simulator(simulator, faults) as sim:
             settings = _settings(sim.url, receiver.url, secret)
+            stdout = None if live else StdoutSink(StdoutSinkSettings(name="live"))
             service = Service(
-                settings, redis=redis, sinks={"live": _ViewSink(view)}, endpoint=False
+                settings, redis=redis, sinks={"live": _ViewSink(view, stdout)}, endpoint=False
             )
-            if not live:
-                console.print(
-                    f"storm-notifier demo: simulator {sim.url}, embedded Redis, "
-                    f"{viewers} viewers" + (f", {duration:g}s" if duration else "")
+            if not live:  # the events are JSON lines on stdout; the story goes to stderr
+                note = f", {duration:g}s" if duration else ""
+                status_console.print(
+                    f"storm-notifier demo: simulator {sim.url}, embedded Redis,"
+                    f" {viewers} viewers{note}"
                 )
             runner = asyncio.create_task(service.run(stop))
             timer = asyncio.create_task(_stop_after(stop, duration))
@@ -256,7 +254,7 @@ async def run_demo(
             finally:
                 stop.set()
                 timer.cancel()
-        console.print(
+        status_console.print(
             f"demo finished: {sum(view.counts.values())} events "
             + ", ".join(f"{n} {k.removeprefix('viewer.')}" for k, n in view.counts.items())
             + f"; {receiver.verified} webhooks verified, {receiver.rejected} rejected",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -29,14 +30,15 @@ async def test_demo_shows_events_and_exits_0_after_its_duration() -> None:
     )
     out, err = await asyncio.wait_for(process.communicate(), 80)
     assert process.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
-    assert lines[0].startswith("storm-notifier demo: simulator http://127.0.0.1:")
-    assert sum(" viewer.connected " in line for line in lines) >= 60
-    summary = lines[-1]
-    match = re.match(
-        r"demo finished: (\d+) events .*; (\d+) webhooks verified, 0 rejected", summary
-    )
-    assert match is not None, summary
+    events = [json.loads(line) for line in out.decode().splitlines()]  # the stdout sink
+    assert sum(e["type"] == "viewer.connected" for e in events) >= 60
+    assert [e["sequence"] for e in events] == sorted(e["sequence"] for e in events)
+    story = err.decode().splitlines()
+    assert story[0].startswith("storm-notifier demo: simulator http://127.0.0.1:")
+    pattern = r"demo finished: (\d+) events .*; (\d+) webhooks verified, 0 rejected"
+    match = re.match(pattern, story[-1])
+    assert match is not None, story[-1]
+    assert int(match.group(1)) == len(events)
     assert int(match.group(2)) > 0
 
 
