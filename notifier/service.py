@@ -138,6 +138,8 @@ class Service:
                 self.redis = connect_redis(settings.redis)
                 stack.push_async_callback(self.redis.aclose)
             redis = self.redis
+            if self._with_endpoint:  # first: /healthz answers even while Redis is away
+                await self._start_endpoint(stack, redis)
             if settings.sinks and not await ensure_groups(redis, settings, stop):
                 return 0
             tasks: list[asyncio.Task[None]] = []
@@ -145,8 +147,6 @@ class Service:
                 tasks += await self._start_pollers(stack, redis, stop)
             if role in ("all", "sinks"):
                 tasks += await self._start_sinks(stack, redis, stop)
-            if self._with_endpoint:
-                await self._start_endpoint(stack, redis)
             log.info(
                 "service.started",
                 role=role,

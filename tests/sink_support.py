@@ -108,6 +108,7 @@ async def running_worker(
     control: SinkControl | None = None,
     concurrency: int = 8,
     claim_idle: float = 2.0,
+    lease_ttl: float = 2.0,
     keys: ClusterKeys = KEYS,
     owner: str | None = None,
 ) -> AsyncIterator[SinkControl]:
@@ -123,7 +124,7 @@ async def running_worker(
         owner=owner or f"test-{uuid.uuid4().hex[:6]}",
         maxlen=100_000,
         concurrency=concurrency,
-        lease_ttl=2.0,
+        lease_ttl=lease_ttl,
         claim_idle=claim_idle,
         rng=random.Random(0),
     )

@@ -100,7 +100,7 @@ async def test_metrics_move_and_readiness_follows_redis(
                 while metric(second, "notifier_polls_total", outcome="committed") <= polls:
                     _, second = await get(http, f"{base}/metrics")
                 assert metric(second, "notifier_viewers", cluster="eu-1") > 0
-                assert metric(second, "notifier_events_total", type="viewer.connected") >= 80
+                assert metric(second, "notifier_events_total", type="viewer.connected") >= 50
                 assert metric(second, "notifier_deliveries_total", outcome="delivered") > 0
 
                 redis_server.stop()

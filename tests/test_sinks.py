@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redis.asyncio import Redis
 
+from notifier.logs import configure_logging
 from notifier.sinks.base import Event, decode_event
 from notifier.sinks.slack.config import SlackSinkSettings
 from notifier.sinks.slack.sink import SlackSink
@@ -427,3 +428,53 @@ async def test_batch_mode_takes_a_viewers_queued_events_together_and_in_order(
         assert [e["sequence"] for e in received_events(receiver)] == list(range(1, 21))
         assert len(receiver.attempts) == 4
         assert await pending(redis, "hooks") == 0
+
+
+async def test_a_worker_waiting_to_claim_keeps_its_lease_and_order(redis: Redis) -> None:
+    """While the new leader waits for a dead worker's entries to be claimable (longer than
+    the lease), it renews its lease: a second replica never delivers in between, and every
+    viewer's events arrive in stream order."""
+    events = make_events(60, 6)
+    async with WebhookReceiver(SECRET) as receiver:
+        await create_group(redis, "hooks")
+        await publish(redis, events)
+        await redis.xreadgroup("sink:hooks", "gone-worker", {KEYS.events: ">"}, count=10)
+        settings = webhook(receiver.url)
+        first = running_worker(
+            WebhookSink(settings), settings, redis, claim_idle=1.5, lease_ttl=0.6
+        )
+        second = running_worker(
+            WebhookSink(settings), settings, redis, claim_idle=1.5, lease_ttl=0.6
+        )
+        async with first as a, second as b:
+            await a.wait_until(lambda c: c.delivered + b.delivered >= 60)
+            assert b.delivered == 0 or a.delivered == 0  # one leader, never both
+        got = received_events(receiver)
+        firsts: dict[str, dict[str, Any]] = {}
+        for event in got:
+            firsts.setdefault(event["id"], event)
+        assert by_viewer(list(firsts.values())) == by_viewer(events)
+
+
+async def test_events_trimmed_before_a_sink_read_them_are_reported(redis: Redis) -> None:
+    """A stream trimmed past unread events: the worker says so in an error log line."""
+    log = io.StringIO()
+    configure_logging(fmt="json", level="info", stream=log)
+    async with WebhookReceiver(SECRET) as receiver:
+        await create_group(redis, "hooks")
+        for event in make_events(3000, 30):
+            await redis.xadd(
+                KEYS.events,
+                {"type": event["type"], "id": event["id"], "event": event["body"]},
+                maxlen=100,
+                approximate=False,
+            )
+        settings = webhook(receiver.url)
+        async with running_worker(WebhookSink(settings), settings, redis, lease_ttl=0.3) as c:
+            await c.wait_until(lambda control: control.delivered >= 100)
+            while "sink.events_trimmed_unread" not in log.getvalue():
+                await asyncio.sleep(0.05)  # the check runs with the lease renewal
+    line = next(
+        json.loads(x) for x in log.getvalue().splitlines() if "sink.events_trimmed_unread" in x
+    )
+    assert line["level"] == "error"

@@ -9,12 +9,12 @@ dead letter that still fails stays where it is.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import re
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import msgspec
@@ -49,15 +49,15 @@ def parse_position(text: str, *, end: bool = False) -> str:
     if _ID.match(text):
         return text if "-" in text or not end else f"{text}-18446744073709551615"
     try:
-        parsed = time.strptime(
-            text.rstrip("Z").split(".")[0].replace(" ", "T"), "%Y-%m-%dT%H:%M:%S"
-        )
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
     except ValueError:
         raise ConfigError(
-            f"{text!r}: expected an entry id (1700000000000-0), Unix ms, or a UTC time"
-            " like 2026-02-05T08:22:40Z"
+            f"{text!r}: expected an entry id (1700000000000-0), Unix ms, or a time"
+            " like 2026-02-05T08:22:40Z (UTC unless an offset is given)"
         ) from None
-    ms = calendar.timegm(parsed) * 1000
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    ms = int(moment.timestamp() * 1000)
     return f"{ms}-18446744073709551615" if end else f"{ms}-0"
 
 
@@ -307,7 +307,7 @@ async def dlq_purge(
                 removed += int(await redis.xlen(dlq))
                 await redis.delete(dlq)
             else:
-                removed += int(await redis.xtrim(dlq, minid=before))
+                removed += int(await redis.xtrim(dlq, minid=before, approximate=False))
     finally:
         await redis.aclose()
     out.write(f"purged {removed} dead letters of sink {sink_name}\n")

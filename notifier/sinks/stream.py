@@ -132,12 +132,30 @@ class SinkStream:
         idle = [int(d["time_since_delivered"]) for d in detail if _text(d["consumer"]) != consumer]
         return others, (min(idle) / 1000 if idle else 0.0)
 
-    async def drop_idle_consumers(self, consumer: str) -> None:
-        """Forget consumers (dead workers) that hold nothing any more."""
+    async def drop_idle_consumers(self, consumer: str, *, min_idle_ms: int) -> None:
+        """Forget consumers (dead workers) that hold nothing and have been silent a while."""
         for info in await self._redis.xinfo_consumers(self.stream, self.group):
             name = _text(info["name"])
-            if name != consumer and int(info["pending"]) == 0:
+            idle = int(info.get("inactive", info.get("idle", 0)) or 0)
+            if name != consumer and int(info["pending"]) == 0 and idle >= min_idle_ms:
                 await self._redis.xgroup_delconsumer(self.stream, self.group, name)
+
+    async def trimmed_unread(self) -> bool:
+        """True when trimming removed entries this group had not read yet.
+
+        Checked before reading: removed entries are ``entries-added - length``; while the
+        group keeps up, Redis counts what it read (``entries-read``) and it covers them. When
+        trimming overtook the group, Redis can no longer count (``entries-read`` is null).
+        """
+        stream = await self._redis.xinfo_stream(self.stream)
+        removed = int(stream.get("entries-added") or 0) - int(stream.get("length") or 0)
+        if removed <= 0:
+            return False
+        for group in await self._redis.xinfo_groups(self.stream):
+            if _text(group["name"]) == self.group:
+                read = group.get("entries-read")
+                return read is None or removed > int(read)
+        return False
 
     async def retry_states(self, entry_ids: list[str]) -> dict[str, RetryState]:
         """Saved retry states of the given entries."""

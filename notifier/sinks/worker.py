@@ -54,6 +54,7 @@ ACK_INTERVAL = 0.02
 READ_COUNT = 500
 READ_BLOCK_MS = 1000
 JITTER = 0.2
+TRIM_CHECK_INTERVAL = 5.0
 
 
 def matches(settings: SinkBaseSettings, event: Event) -> bool:
@@ -183,6 +184,9 @@ class SinkWorker:
         self._schedule = settings.retry.schedule
         self._log = structlog.get_logger("notifier.sink").bind(sink=settings.name, cluster=cluster)
         self._redis_ok = True
+        self.lease_valid_until = 0.0
+        self._trim_reported = False
+        self._failing = False
 
     # --- leadership ------------------------------------------------------------------------------
 
@@ -207,15 +211,31 @@ class SinkWorker:
 
     async def _lead(self, stop: asyncio.Event) -> None:
         self._log.info("sink.leading", lease=self._lease.value)
+        self.lease_valid_until = self._clock() + self._lease_ttl
         await self._stream.ensure_group()
-        await self._take_over(stop)
-        if stop.is_set():
+        if not await self._take_over(stop) or stop.is_set():
             return
         run = _Leadership(self, stop)
         await run.serve()
 
-    async def _take_over(self, stop: asyncio.Event) -> None:
-        """Claim what dead workers left, once it has been idle longer than a delivery takes."""
+    async def _renew(self) -> bool:
+        """Extend the lease; False (and no longer leading) if it is gone or Redis is slow."""
+        started = self._clock()
+        try:
+            async with asyncio.timeout(self._lease_ttl / 3):
+                held = await self._lease.acquire()
+        except TimeoutError:
+            held = False
+        if held:
+            self.lease_valid_until = started + self._lease_ttl
+        return held
+
+    async def _take_over(self, stop: asyncio.Event) -> bool:
+        """Claim what dead workers left, once it has been idle longer than a delivery takes.
+
+        The lease is renewed while waiting; False if it was lost meanwhile (then another
+        worker delivers, and this one must not).
+        """
         min_idle = int(self._claim_idle * 1000)
         while not stop.is_set():
             claimed, gone = await self._stream.claim(self._owner, min_idle)
@@ -230,14 +250,44 @@ class SinkWorker:
                 await self._stream.ack([entry_id], [entry_id])
             left, youngest_idle = await self._stream.foreign_pending(self._owner)
             if not left:
-                await self._stream.drop_idle_consumers(self._owner)
-                return
+                await self._stream.drop_idle_consumers(self._owner, min_idle_ms=min_idle)
+                return True
             wait = max(self._claim_idle - youngest_idle, 0.05)
             self._log.info("sink.waiting_to_claim", entries=left, seconds=round(wait, 1))
-            if await _wait(stop, wait):
-                return
-            if not await self._lease.acquire():
-                return
+            deadline = self._clock() + wait
+            while self._clock() < deadline:  # renew in slices: the wait outlasts the lease
+                if await _wait(stop, min(self._lease_ttl / 3, deadline - self._clock())):
+                    return False
+                if not await self._renew():
+                    self._log.info("sink.lease_lost_while_waiting")
+                    return False
+        return False
+
+    def _delivery_state(self, outcome: Outcome) -> None:
+        """One log line when deliveries start failing and one when they work again."""
+        ok = not isinstance(outcome, Retry)
+        if ok and self._failing:
+            self._log.info("sink.recovered")
+        elif isinstance(outcome, Retry) and not self._failing:
+            self._log.warning(
+                "sink.failing",
+                reason=outcome.reason,
+                status=outcome.status,
+                effect="events are retried on the schedule",
+            )
+        self._failing = not ok
+
+    async def _check_trimmed(self) -> None:
+        """Say loudly when the stream was trimmed past events this sink never read."""
+        unread_lost = await self._stream.trimmed_unread()
+        if unread_lost and not self._trim_reported:
+            self._metrics.deliveries.labels(self._settings.name, "trimmed_unread").inc()
+            self._log.error(
+                "sink.events_trimmed_unread",
+                hint="the stream was trimmed (streams.maxlen) past events this sink had not"
+                " read: they are gone for it; raise streams.maxlen or keep its workers running",
+            )
+        self._trim_reported = unread_lost
 
     def _redis_state(self, *, ok: bool, error: BaseException | None = None) -> None:
         if ok and not self._redis_ok:
@@ -274,6 +324,7 @@ class _Leadership:
         self.ack_wanted = asyncio.Event()
         self.tiebreak = itertools.count()
         self.failure: BaseException | None = None
+        self.next_trim_check = 0.0
         self.closing = False
 
     def done(self) -> bool:
@@ -340,6 +391,9 @@ class _Leadership:
                 cursor = entries[-1][0]
                 states = await w._stream.retry_states([e for e, _ in entries])
             else:
+                if w._clock() >= self.next_trim_check:
+                    await w._check_trimmed()
+                    self.next_trim_check = w._clock() + TRIM_CHECK_INTERVAL
                 entries = await w._stream.read(w._owner, ">", count, READ_BLOCK_MS)
                 states = {}
             for entry_id, fields in entries:
@@ -392,31 +446,13 @@ class _Leadership:
         while not self.done():
             now = w._clock()
             paused = w._control.paused is not None
-            while self.timers and self.timers[0][0] <= now and not paused:
-                _, _, viewer = heapq.heappop(self.timers)
-                queue = self.queues.get(viewer)
-                if not queue or viewer in self.busy:
-                    continue
-                head = queue[0]
-                if head.not_before > now:  # re-armed later
-                    self._arm(viewer, head.not_before)
-                    continue
-                self.busy.add(viewer)
-                key = batching.key(head.event) if batching.key else None
-                batch = self.batches.setdefault(key, _Batch(started=now))
-                batch.items.append(head)
-                for follower in itertools.islice(queue, 1, None):  # the viewer's next events,
-                    if (  # in order, may ride along: they would wait for the head anyway
-                        len(batch.items) >= batching.size
-                        or follower.not_before > now
-                        or (batching.key and batching.key(follower.event) != key)
-                    ):
-                        break
-                    batch.items.append(follower)
-                if len(batch.items) >= batching.size:
-                    self.ready.append(self.batches.pop(key))
+            if not paused:
+                self._batch_due_heads(now)
             for key in [k for k, b in self.batches.items() if now - b.started >= batching.wait]:
                 self.ready.append(self.batches.pop(key))
+            if w._clock() >= w.lease_valid_until:  # not renewed in time: another may lead
+                self.lost.set()
+                return
             while self.ready and not self.slots.locked() and w._control.paused is None:
                 await self.slots.acquire()
                 task = asyncio.create_task(self._deliver(self.ready.popleft().items))
@@ -433,6 +469,33 @@ class _Leadership:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+
+    def _batch_due_heads(self, now: float) -> None:
+        """Move every viewer whose oldest event is due into a batch (with its followers)."""
+        batching = self.w._batching
+        while self.timers and self.timers[0][0] <= now:
+            _, _, viewer = heapq.heappop(self.timers)
+            queue = self.queues.get(viewer)
+            if not queue or viewer in self.busy:
+                continue
+            head = queue[0]
+            if head.not_before > now:  # re-armed later
+                self._arm(viewer, head.not_before)
+                continue
+            self.busy.add(viewer)
+            key = batching.key(head.event) if batching.key else None
+            batch = self.batches.setdefault(key, _Batch(started=now))
+            batch.items.append(head)
+            for follower in itertools.islice(queue, 1, None):  # the viewer's next events,
+                if (  # in order, may ride along: they would wait for the head anyway
+                    len(batch.items) >= batching.size
+                    or follower.not_before > now
+                    or (batching.key and batching.key(follower.event) != key)
+                ):
+                    break
+                batch.items.append(follower)
+            if len(batch.items) >= batching.size:
+                self.ready.append(self.batches.pop(key))
 
     def _next_deadline(self, paused: bool) -> float | None:
         if self.ready or paused:
@@ -470,6 +533,7 @@ class _Leadership:
         w = self.w
         control = w._control
         w._counters[_outcome_name(outcome)].inc(len(items))
+        w._delivery_state(outcome)
         if isinstance(outcome, Delivered):
             control.delivered += len(items)
             self._complete(done=items, acked=(), retried=())
@@ -530,7 +594,7 @@ class _Leadership:
                 ),
             )
             control.retried += 1
-            w._log.info(
+            w._log.debug(
                 "sink.retry_scheduled",
                 event_id=item.event.id,
                 attempt=item.attempts,
@@ -611,7 +675,7 @@ class _Leadership:
         while not self.done():
             if await _wait(self.stop, w._lease_ttl / 3):
                 return
-            if not await w._lease.acquire():
+            if not await w._renew():
                 w._log.warning("sink.lease_lost", action="another worker delivers now")
                 self.lost.set()
                 return
