@@ -478,3 +478,17 @@ async def test_events_trimmed_before_a_sink_read_them_are_reported(redis: Redis)
         json.loads(x) for x in log.getvalue().splitlines() if "sink.events_trimmed_unread" in x
     )
     assert line["level"] == "error"
+
+
+async def test_slack_rate_limits_use_up_no_attempt(redis: Redis) -> None:
+    """Three 429s on a two-step schedule: still delivered, nothing dead-lettered."""
+    events = make_events(1, 1)
+    async with SlackStandIn() as stand_in:
+        stand_in.respond(*[slack_reply(429, "rate_limited", retry_after=0)] * 3)
+        await create_group(redis, "ops")
+        await publish(redis, events)
+        settings = slack(stand_in.url, group_wait="0s", retry={"schedule": ["0s", "10ms"]})
+        async with running_worker(SlackSink(settings), settings, redis) as control:
+            await control.wait_until(lambda c: c.delivered == 1)
+        assert control.dead_lettered == 0
+        assert [a.status for a in stand_in.attempts] == [429, 429, 429, 200]

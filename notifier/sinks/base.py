@@ -5,7 +5,8 @@ everything else (reading, ordering, retries, dead letters), so a sink is a few d
 turn events into one request, say what the answer means.
 
     Delivered                  done; acknowledge
-    Retry(reason, after)       try again on the schedule (not before ``after`` seconds)
+    Retry(reason, after)       try again on the schedule (not before ``after`` seconds);
+                               with counted=False (rate limits) no attempt is used up
     Failed(reason)             permanent: dead-letter it
     Failed(reason, pause=True) the endpoint is gone: pause the sink, the event waits
 """
@@ -42,11 +43,16 @@ class Delivered:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Worth another attempt, on the schedule, and not before ``after`` seconds if given."""
+    """Worth another attempt, on the schedule, and not before ``after`` seconds if given.
+
+    ``counted`` False is flow control (a receiver's rate limit), not a failure: it does not
+    use up an attempt of the schedule.
+    """
 
     reason: str
     status: int | None = None
     after: float | None = None
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

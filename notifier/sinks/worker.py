@@ -553,8 +553,9 @@ class _Leadership:
             return
         dead: list[_Pending] = []
         again: list[_Pending] = []
+        counted = not (isinstance(outcome, Retry) and not outcome.counted)
         for item in items:
-            item.attempts += 1
+            item.attempts += 1 if counted else 0
             item.status, item.reason = outcome.status, outcome.reason
             if isinstance(outcome, Failed) or item.attempts >= len(w._schedule):
                 why = (

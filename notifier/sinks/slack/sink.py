@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["SlackSink"]
 
 MIN_INTERVAL = 1.0  # Slack allows one message a second per incoming webhook
+LONG_WAIT = 5.0  # a longer pause is not slept inside a delivery (shutdown would wait for it)
 GROUP_LIMIT = 1000  # events summarised in one message at most
 
 
@@ -79,6 +80,8 @@ class SlackSink:
         body = msgspec.json.encode(message)
         async with self._pacer.lock:
             wait = self._pacer.next_at - self._clock()
+            if wait > LONG_WAIT:  # Slack asked for a pause: hand it back to the schedule
+                return Retry("waiting for Slack's rate limit", after=wait, counted=False)
             if wait > 0:
                 await asyncio.sleep(wait)
             outcome = await self._post(body)
@@ -105,7 +108,9 @@ class SlackSink:
             return Delivered(status=status)
         if status == 429:
             after = parse_retry_after(retry_after, time.time())
-            return Retry(f"HTTP 429: {text or 'rate_limited'}", status=status, after=after)
+            return Retry(
+                f"HTTP 429: {text or 'rate_limited'}", status=status, after=after, counted=False
+            )
         if status in (403, 404, 410):
             return Failed(f"HTTP {status}: {text or 'webhook gone'}", status=status, pause=True)
         if status == 400:
