@@ -14,6 +14,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
+from redis.exceptions import RedisError
+
 from notifier import __version__
 from notifier.config import Settings, load_settings
 from notifier.durations import parse_duration
@@ -128,7 +130,9 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--sink", required=True, metavar="S")
         sub.add_argument("--cluster", metavar="C", help="one cluster (default: all)")
         if action == "list":
-            sub.add_argument("--count", type=int, default=1000, help="at most this many a cluster")
+            sub.add_argument(
+                "--count", type=_positive, default=1000, help="at most this many a cluster"
+            )
         if action == "redrive":
             sub.add_argument(
                 "--id",
@@ -176,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, str(exc))
     except NotifierError as exc:
         return _fail(EXIT_FAILURE, str(exc))
+    except RedisError as exc:
+        return _fail(EXIT_FAILURE, f"redis: {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         return _fail(EXIT_FAILURE, "interrupted")
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
@@ -285,6 +291,12 @@ def _dlq(args: argparse.Namespace) -> int:
             settings, sink_name=args.sink, cluster=args.cluster, before=before, out=sys.stdout
         )
     )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number, 1 or more")
+    return int(text)
 
 
 def _seconds(text: str) -> float:

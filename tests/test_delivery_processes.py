@@ -379,3 +379,33 @@ async def test_sigterm_under_load_acknowledges_only_what_was_delivered(
 def _order(entry_id: bytes) -> tuple[int, int]:
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
+
+
+async def test_dlq_commands_fail_clearly(tmp_path: Path) -> None:
+    """Redis down, a bad --count, an unknown id or sink: one line each, the right status."""
+    from .conftest import free_port  # noqa: PLC0415
+
+    config = write_config(
+        tmp_path, f"redis://127.0.0.1:{free_port()}/0", hook_sink("https://receiver.example/h")
+    )
+    status, _, err = await notifier("dlq", "list", "--sink", "hooks", "--config", str(config))
+    assert status == 1
+    assert err.startswith("notifier: redis: ")
+    assert len(err.splitlines()) == 1
+    status, _, err = await notifier(
+        "dlq", "list", "--sink", "hooks", "--count", "-1", "--config", str(config)
+    )
+    assert status == 2
+    assert len(err.splitlines()) == 1
+    status, _, err = await notifier("dlq", "list", "--sink", "nope", "--config", str(config))
+    assert (status, err) == (2, "notifier: no sink named 'nope' (configured: hooks)\n")
+
+
+async def test_redrive_of_an_unknown_id_says_so(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`dlq redrive --id X` with no such dead letter exits 1 and names it."""
+    config = write_config(tmp_path, redis_server.url, hook_sink("https://receiver.example/h"))
+    status, _, err = await notifier(
+        "dlq", "redrive", "--sink", "hooks", "--id", "1-0", "--config", str(config)
+    )
+    assert status == 1
+    assert err == "notifier: redrive: no dead letter with id 1-0\n"

@@ -274,6 +274,9 @@ async def dlq_redrive(
                     continue
                 events.append(event)
                 origin[dlq_id] = (dlq, dlq_id)
+        unknown = sorted(set(ids) - set(origin))
+        if unknown:
+            raise NotifierError(f"redrive: no dead letter with id {', '.join(unknown)}")
         progress = _Progress("redrive", len(events), err)
         failures = await deliver_directly(sink, events, progress)
         failed = {event.entry_id for event, _, _ in failures}
