@@ -9,7 +9,6 @@ and acknowledges them; leases are given back, clients closed, and one summary li
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import signal
 import time
@@ -130,8 +129,7 @@ class Service:
         """Run until ``stop`` is set; then stop gracefully and log one summary line."""
         settings, role = self.settings, self.role
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, self.resume_sinks)
+        on_hup = _sighup_handled(loop, self.resume_sinks)
         pending: set[asyncio.Task[None]] = set()
         async with AsyncExitStack() as stack:
             if self.redis is None:
@@ -161,7 +159,7 @@ class Service:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        if on_hup:
             loop.remove_signal_handler(signal.SIGHUP)
         log.info(
             "service.stopped",
@@ -252,6 +250,17 @@ class Service:
             return
         self.endpoint = endpoint
         stack.push_async_callback(endpoint.aclose)
+
+
+def _sighup_handled(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
+    """Route SIGHUP to ``callback`` where the platform has it (and we run the main thread)."""
+    if not hasattr(signal, "SIGHUP"):
+        return False
+    try:
+        loop.add_signal_handler(signal.SIGHUP, callback)
+    except (RuntimeError, ValueError):  # not the main thread of the main interpreter
+        return False
+    return True
 
 
 async def ensure_groups(redis: AnyRedis, settings: Settings, stop: asyncio.Event) -> bool:

@@ -92,6 +92,19 @@ async def start_sinks(
         )
 
 
+async def stop(worker: asyncio.subprocess.Process) -> int:
+    """SIGTERM, and the exit status once it has stopped gracefully."""
+    worker.terminate()
+    return await asyncio.wait_for(worker.wait(), 30)
+
+
+async def reap(worker: asyncio.subprocess.Process) -> None:
+    """Whatever happened in the test, leave no process behind."""
+    if worker.returncode is None:
+        worker.kill()
+        await worker.wait()
+
+
 def first_receipts(receiver: WebhookReceiver) -> list[dict[str, Any]]:
     """Each event once, in the order it first arrived (at least once may repeat some)."""
     seen: set[str] = set()
@@ -124,12 +137,9 @@ async def test_a_sink_worker_killed_mid_delivery_loses_nothing(
             worker = await start_sinks(config, tmp_path / "run.log")
             while len(first_receipts(receiver)) < 200:
                 await receiver.wait_for(len(receiver.received) + 1, timeout=60)
-            worker.terminate()
-            assert await asyncio.wait_for(worker.wait(), 30) == 0
+            assert await stop(worker) == 0
         finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+            await reap(worker)
     got = first_receipts(receiver)
     assert sorted(e["id"] for e in got) == sorted(e["id"] for e in events)
     assert by_viewer(got) == by_viewer(events)
@@ -152,12 +162,9 @@ async def test_dead_letters_can_be_listed_redriven_and_purged(
         try:
             while await redis.xlen(KEYS.dlq("hooks")) < 6:
                 await asyncio.sleep(0.02)  # polling Redis for a count, not pacing the test
-            worker.terminate()
-            assert await asyncio.wait_for(worker.wait(), 30) == 0
+            assert await stop(worker) == 0
         finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+            await reap(worker)
         status, out, _ = await notifier("dlq", "list", "--sink", "hooks", "--config", str(config))
         assert status == 0
         listed = [json.loads(line) for line in out.splitlines()]
@@ -268,12 +275,9 @@ async def test_a_third_party_sink_is_found_through_its_entry_point(
         wanted = {e["id"] for e in events if e["type"] == "viewer.connected"}
         while not out.exists() or len(out.read_text().splitlines()) < len(wanted):
             await asyncio.sleep(0.02)  # polling a file for lines, not pacing the test
-        worker.terminate()
-        assert await asyncio.wait_for(worker.wait(), 30) == 0
+        assert await stop(worker) == 0
     finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
+        await reap(worker)
     assert {json.loads(line)["id"] for line in out.read_text().splitlines()} == wanted
     bad = write_config(tmp_path, redis_server.url, "  - {name: archive, type: file}\n")
     status, _, err = await notifier("check-config", "--offline", "--config", str(bad), env=env)
@@ -366,12 +370,9 @@ async def test_sigterm_under_load_acknowledges_only_what_was_delivered(
             worker = await start_sinks(config, tmp_path / "run.log")
             while len(first_receipts(receiver)) < 400:
                 await receiver.wait_for(len(receiver.received) + 1, timeout=60)
-            worker.terminate()
-            assert await asyncio.wait_for(worker.wait(), 30) == 0
+            assert await stop(worker) == 0
         finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+            await reap(worker)
     assert by_viewer(first_receipts(receiver)) == by_viewer(events)
     assert await pending(redis, "hooks") == 0
 
