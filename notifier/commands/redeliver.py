@@ -161,13 +161,8 @@ async def replay(
         events: list[Event] = []
         for name in _clusters(settings, cluster):
             keys = ClusterKeys(settings.redis.key_prefix, name)
-            for entry_id, fields in await _range(redis, keys.events, start, end):
-                try:
-                    event = decode_event(name, entry_id, fields)
-                except UnreadableEvent:
-                    continue
-                if matches(sink_settings, event):
-                    events.append(event)
+            found = await _events(redis, name, keys.events, start, end)
+            events += [event for event in found if matches(sink_settings, event)]
         progress = _Progress("replay", len(events), err)
         failures = await deliver_directly(sink, events, progress)
         for event, reason, status in failures:
@@ -186,6 +181,17 @@ async def replay(
             f"replay: {len(failures)} of {len(events)} events failed and were dead-lettered"
         )
     return 0
+
+
+async def _events(redis: AnyRedis, cluster: str, key: str, start: str, end: str) -> list[Event]:
+    """The readable events of a stream range (entries that are not events are skipped)."""
+    events = []
+    for entry_id, fields in await _range(redis, key, start, end):
+        try:
+            events.append(decode_event(cluster, entry_id, fields))
+        except UnreadableEvent:
+            continue
+    return events
 
 
 async def _range(
@@ -265,15 +271,10 @@ async def dlq_redrive(
         origin: dict[str, tuple[str, str]] = {}  # event entry -> (dlq key, dlq id)
         for name in _clusters(settings, cluster):
             dlq = ClusterKeys(settings.redis.key_prefix, name).dlq(sink_name)
-            for dlq_id, fields in await _range(redis, dlq, "-", "+"):
-                if ids and dlq_id not in ids:
-                    continue
-                try:
-                    event = decode_event(name, dlq_id, fields)
-                except UnreadableEvent:
-                    continue
-                events.append(event)
-                origin[dlq_id] = (dlq, dlq_id)
+            for event in await _events(redis, name, dlq, "-", "+"):
+                if not ids or event.entry_id in ids:
+                    events.append(event)
+                    origin[event.entry_id] = (dlq, event.entry_id)
         unknown = sorted(set(ids) - set(origin))
         if unknown:
             raise NotifierError(f"redrive: no dead letter with id {', '.join(unknown)}")
