@@ -3,7 +3,7 @@ local receiver, next to what bare HTTP allows, and how many Redis calls each eve
 
 Run it with ``make bench`` (or ``python -m bench.deliver --help``). It starts a receiver as a
 separate process (a bare aiohttp ``web.Server`` that verifies every request with the
-``standardwebhooks`` library the way ``tests.receivers.WebhookReceiver`` does, then only counts;
+``standardwebhooks`` library the way ``testkit.receivers.WebhookReceiver`` does, then only counts;
 on 2 cores it gets one to itself) and its own ``redis-server`` on a free port, then measures, side
 by side in one run:
 
@@ -63,17 +63,19 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from bench.poll import BenchError, load, machine
 from notifier import __version__
-from notifier.events import CONTENT_TYPE
+from notifier.events import CONTENT_TYPE, Event, decode_event
 from notifier.keys import sink_group
 from notifier.logs import configure_logging
-from notifier.sinks.base import Batching, Delivered, Event, decode_event
+from notifier.sinks.base import Batching, Delivered
+from notifier.sinks.control import SinkControl
 from notifier.sinks.stream import SinkStream
 from notifier.sinks.webhook import WebhookSink, WebhookSinkSettings, sign
 from notifier.sinks.webhook.config import signing_key
 from notifier.sinks.webhook.sink import BATCH_CONTENT_TYPE
-from notifier.sinks.worker import SinkControl, SinkWorker
-from tests.redis_procs import RedisServer
-from tests.sink_support import KEYS, create_group, make_events, publish
+from notifier.sinks.worker import SinkWorker
+from testkit.args import int_list, positive_int
+from testkit.redis_procs import RedisServer
+from testkit.sink_support import KEYS, create_group, make_events, publish
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -512,8 +514,8 @@ async def sink_pass(b: Bench, count: int) -> Sample:
 class TimedStream(SinkStream):
     """The worker's ``SinkStream``, noting when each acknowledgement is done (and how many)."""
 
-    def __init__(self, redis: Redis, expected: int, *, maxlen: int) -> None:
-        super().__init__(redis, KEYS, SINK, maxlen=maxlen)
+    def __init__(self, redis: Redis, expected: int) -> None:
+        super().__init__(redis, KEYS, SINK)
         self.expected = expected
         self.acked: list[tuple[float, int]] = []
         self.total = 0
@@ -563,6 +565,7 @@ async def worker_pass(
     sink: WebhookSink | NullSink = NullSink() if null else WebhookSink(settings)
     control = SinkControl(SINK)
     maxlen = max(count, 100_000)
+    stream = TimedStream(redis, count)  # to time the acknowledgements
     worker = SinkWorker(
         sink,
         settings,
@@ -574,9 +577,8 @@ async def worker_pass(
         maxlen=maxlen,
         concurrency=b.concurrency,
         rng=random.Random(0),
+        stream=stream,
     )
-    stream = TimedStream(redis, count, maxlen=maxlen)
-    worker._stream = stream  # the one seam to time the acknowledgements
 
     async def run() -> tuple[float, list[tuple[float, int]]]:
         await redis.config_resetstat()
@@ -730,14 +732,14 @@ def report(
         (
             f"- receiver: its own process on 127.0.0.1, a bare aiohttp `web.Server` verifying "
             f"each request with standardwebhooks {version('standardwebhooks')} (as "
-            "`tests.receivers.WebhookReceiver` does) and counting"
+            "`testkit.receivers.WebhookReceiver` does) and counting"
         ),
         (
             f'- redis-server {redis_version}, its own process (`--save "" --appendonly no`); '
             f"redis-py {version('redis')}, {hiredis}"
         ),
         (
-            "- worker rows: the events (`tests.sink_support.make_events`) are published before "
+            "- worker rows: the events (`testkit.sink_support.make_events`) are published before "
             "the worker starts, so it reads a backlog; events/s runs from the first "
             "acknowledgement to the last (XACK done), the others from the first response to the "
             "last; every worker pass ends with XPENDING 0 and the receiver having verified each "
@@ -875,43 +877,23 @@ def redis_table(samples: dict[str, list[Sample]], workers: list[Row]) -> list[st
 # --- command line -----------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _counts(text: str) -> list[int]:
-    try:
-        counts = sorted({int(part) for part in text.split(",")}, reverse=True)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of viewer counts: {text!r}") from None
-    if not counts or counts[-1] < 1:
-        raise argparse.ArgumentTypeError("viewer counts are positive")
-    return counts
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.deliver",
         description="Time webhook delivery by SinkWorker next to bare aiohttp (bench/README.md)",
     )
-    parser.add_argument("--events", type=_positive, default=20_000, help="events per pass")
+    parser.add_argument("--events", type=positive_int, default=20_000, help="events per pass")
     parser.add_argument(
         "--viewers",
-        type=_counts,
+        type=int_list("viewer counts", descending=True),
         default=[2000, 200, 20],
         metavar="N,N",
         help="viewer counts of the worker rows (default 2000,200,20); the largest for the others",
     )
-    parser.add_argument("--concurrency", type=_positive, default=16, help="requests in flight")
-    parser.add_argument("--batch-size", type=_positive, default=50, help="of the batch row")
-    parser.add_argument("--runs", type=_positive, default=3, help="timed passes per row")
+    parser.add_argument("--concurrency", type=positive_int, default=16, help="requests in flight")
+    parser.add_argument("--batch-size", type=positive_int, default=50, help="of the batch row")
+    parser.add_argument("--runs", type=positive_int, default=3, help="timed passes per row")
     parser.add_argument(
         "--rows",
         nargs="+",
@@ -923,7 +905,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="instead of the benchmark, print a cProfile of one pass of the first --rows row",
     )
-    parser.add_argument("--top", type=_positive, default=25, help="rows of the profile")
+    parser.add_argument("--top", type=positive_int, default=25, help="rows of the profile")
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -63,15 +63,16 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from bench.poll import BenchError, cluster_settings, load, machine, simulator
 from notifier.config import DetectionSettings, StreamSettings
-from notifier.detect.lease import Lease
 from notifier.detect.poller import Poller
 from notifier.detect.rules import detect
 from notifier.detect.store import CommitOutcome, Snapshot, StateStore
 from notifier.keys import ClusterKeys
+from notifier.lease import Lease
 from notifier.logs import configure_logging
 from notifier.storm import StormClient, create_session
 from notifier.storm.decode import decode_viewer
-from tests.redis_procs import RedisServer
+from testkit.args import int_list, positive_int
+from testkit.redis_procs import RedisServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -667,50 +668,30 @@ def report(results: Results, args: argparse.Namespace, loads: tuple[str, str]) -
 # --- command line -------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = sorted({int(part) for part in text.split(",")})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of audience sizes: {text!r}") from None
-    if not sizes or sizes[0] < 1:
-        raise argparse.ArgumentTypeError("audience sizes are positive")
-    return sizes
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.detect",
         description="Time detection and its Redis work per poll, side by side (bench/README.md)",
     )
-    parser.add_argument("--viewers", type=_positive, default=100_000, help="audience polled")
+    parser.add_argument("--viewers", type=positive_int, default=100_000, help="audience polled")
     parser.add_argument(
         "--sizes",
-        type=_sizes,
+        type=int_list("audience sizes"),
         default=[10_000, 100_000],
         metavar="N,N",
         help="audience sizes to compare, each at most --viewers (default 10000,100000)",
     )
     parser.add_argument(
-        "--changes", type=_positive, default=500, help="leavers, joiners and drops (each)"
+        "--changes", type=positive_int, default=500, help="leavers, joiners and drops (each)"
     )
-    parser.add_argument("--runs", type=_positive, default=7, help="timed passes per row")
+    parser.add_argument("--runs", type=positive_int, default=7, help="timed passes per row")
     parser.add_argument(
         "--profile",
         choices=PROFILES,
         help="instead of the benchmark, print a cProfile of one pass of a row at the largest size",
     )
-    parser.add_argument("--top", type=_positive, default=20, help="rows of the profile")
+    parser.add_argument("--top", type=positive_int, default=20, help="rows of the profile")
     args = parser.parse_args(argv)
     if args.sizes[-1] > args.viewers:
         parser.error(f"--sizes cannot exceed --viewers ({args.viewers})")

@@ -65,6 +65,7 @@ from notifier.config import ClusterSettings
 from notifier.logs import configure_logging
 from notifier.storm import StormClient, create_session
 from notifier.storm.decode import decode_page
+from testkit.args import int_list, positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence, Sized
@@ -603,49 +604,29 @@ def report(
 # --- command line -----------------------------------------------------------------------------
 
 
-def _page_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of page sizes: {text!r}") from None
-    if not sizes or any(not 1 <= size <= 1000 for size in sizes):
-        raise argparse.ArgumentTypeError("page sizes are between 1 and 1000 (the server's cap)")
-    return sizes
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.poll",
         description="Time a full poll of the simulator five ways, side by side (bench/README.md)",
     )
-    parser.add_argument("--viewers", type=_positive, default=100_000, help="audience size")
+    parser.add_argument("--viewers", type=positive_int, default=100_000, help="audience size")
     parser.add_argument(
         "--page-sizes",
-        type=_page_sizes,
+        type=int_list("page sizes", high=1000),
         default=[100, 1000],
         metavar="N,N",
         help="rowsPerPage values to compare (default 100,1000)",
     )
-    parser.add_argument("--concurrency", type=_positive, default=4, help="pages in flight")
-    parser.add_argument("--runs", type=_positive, default=9, help="timed passes per variant")
+    parser.add_argument("--concurrency", type=positive_int, default=4, help="pages in flight")
+    parser.add_argument("--runs", type=positive_int, default=9, help="timed passes per variant")
     parser.add_argument(
         "--profile",
         type=int,
         metavar="PAGE_SIZE",
         help="instead of the benchmark, print a cProfile of one StormClient.poll()",
     )
-    parser.add_argument("--top", type=_positive, default=20, help="rows of the profile")
+    parser.add_argument("--top", type=positive_int, default=20, help="rows of the profile")
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,6 @@
 """``python -m notifier``."""
 
-from notifier.cli import run
+from notifier.cli import run_cli
 
 if __name__ == "__main__":
-    run()
+    run_cli()

@@ -1,5 +1,9 @@
 """Configuration: one YAML file plus the environment, validated once into frozen settings.
 
+Each section's model lives beside the component it configures (``storm.settings``,
+``detect.settings``, ``redis_client``, ``sinks``, ``endpoint``, ``logs``); this module composes
+them into ``Settings`` and loads the file.
+
 Resolution: ``--config PATH``, else ``$NOTIFIER_CONFIG``, else ``config/notifier.yaml``.
 Inside the YAML, ``${VAR}`` and ``${VAR:-default}`` are expanded from the environment (``$${``
 writes a literal ``${``). ``NOTIFIER_<SECTION>__<KEY>`` variables override keys; list items are
@@ -12,15 +16,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from ._model import Frozen, Name, PositiveSeconds, Seconds
-from .errors import ConfigError
-from .sinks.config import BUILTIN_SINK_TYPES, SinkSettings
-from .sinks.registry import plugin_types, validate_plugin
+from notifier._model import Frozen
+from notifier.detect.settings import DetectionSettings, HealthSettings
+from notifier.errors import ConfigError
+from notifier.logs import LoggingSettings
+from notifier.redis_client import RedisSettings
+from notifier.server.settings import ServerSettings
+from notifier.sinks.config import PLUGIN_TAG, SinkSettings, validate_plugins
+from notifier.sinks.registry import BUILTIN_SINKS
+from notifier.storm.settings import ClusterAuth, ClusterFilters, ClusterSettings, HarnessType
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -47,145 +56,6 @@ __all__ = [
 DEFAULT_CONFIG_PATH = Path("config/notifier.yaml")
 ENV_PREFIX = "NOTIFIER_"
 
-HarnessType = Literal[
-    "STORM_MSE_VIEWER",
-    "STORM_HLS_VIEWER",
-    "CLUSTER_DATA_CLIENT",
-    "GENERIC_HLS_VIEWER",
-    "GENERIC_DASH_VIEWER",
-    "RTMP_VIEWER",
-    "RTMP_PUSH",
-    "TRANSCODER",
-    "FILE_WRITER",
-]
-
-
-class RedisSettings(Frozen):
-    """Where events and state live."""
-
-    url: SecretStr = Field(
-        default=SecretStr("redis://127.0.0.1:6379/0"),
-        description="redis:// or rediss:// (TLS) URL; secret because it may hold a password",
-    )
-    cluster: bool = Field(default=False, description="talk to a Redis Cluster")
-    key_prefix: str = Field(default="notifier", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
-
-    def display_url(self) -> str:
-        """The URL with any password replaced by ``***`` (it may itself contain ``@``)."""
-        url = self.url.get_secret_value()
-        scheme, sep, rest = url.partition("://")
-        userinfo, at, host = rest.rpartition("@")
-        if not sep or not at:
-            return url
-        user = userinfo.partition(":")[0]
-        return f"{scheme}://{user}:***@{host}"
-
-
-class ClusterAuth(Frozen):
-    """Either a static Bearer ``token``, or ``username`` + ``password`` for POST /api/auth/login."""
-
-    token: SecretStr | None = Field(default=None, description="a static Bearer token (secret)")
-    username: str | None = Field(default=None, description="for POST /api/auth/login")
-    password: SecretStr | None = Field(default=None, description="for POST /api/auth/login")
-    api_key: SecretStr | None = Field(default=None, description="sent as X-Api-Key when set")
-
-    @model_validator(mode="after")
-    def _one_method(self) -> ClusterAuth:
-        login = self.username is not None or self.password is not None
-        if self.token is not None and login:
-            raise ValueError("set either token, or username and password, not both")
-        if login and (not self.username or self.password is None):
-            raise ValueError("username and password go together")
-        if self.token is None and not login:
-            raise ValueError("set token, or username and password")
-        if self.token is not None and not self.token.get_secret_value():
-            raise ValueError("token is empty (is its environment variable set?)")
-        return self
-
-    @property
-    def uses_login(self) -> bool:
-        """True when tokens come from POST /api/auth/login."""
-        return self.token is None
-
-
-class ClusterFilters(Frozen):
-    """Query filters of GET /api/cluster/viewers."""
-
-    harness_types: tuple[HarnessType, ...] = Field(
-        default=(), description="empty: all; several: one request series per type"
-    )
-    system_clients: bool | None = Field(default=None, description="null: the server's default")
-    search: str | None = None
-
-
-class ClusterSettings(Frozen):
-    """One Storm cluster, polled on its own."""
-
-    name: Name
-    base_url: str = Field(description="e.g. https://storm.example.com")
-    auth: ClusterAuth
-    poll_interval: PositiveSeconds = 5.0
-    page_size: int = Field(default=100, ge=1, le=100_000, description="rowsPerPage asked for")
-    concurrency: int = Field(default=4, ge=1, le=64, description="pages fetched at once")
-    timeout: PositiveSeconds = Field(default=10.0, description="one HTTP request")
-    poll_budget: PositiveSeconds = Field(
-        default=30.0, description="time a poll may spend, retries included, before it is given up"
-    )
-    verify_tls: bool = True
-    filters: ClusterFilters = ClusterFilters()
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, value: str) -> str:
-        match = re.fullmatch(r"(https?)://([^/?#@\s]+)(/[^?#\s]*)?", value.strip())
-        if match is None:
-            if "@" in value:
-                raise ValueError("must not hold credentials: put them under auth")
-            raise ValueError("must be an http:// or https:// URL without query or fragment")
-        return value.strip().rstrip("/")
-
-
-class HealthSettings(Frozen):
-    """Health-drop detection with hysteresis."""
-
-    drop_below: float = Field(default=50, ge=0, le=100)
-    recover_at: float = Field(default=70, ge=0, le=100)
-    consecutive_polls: int = Field(default=2, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _hysteresis(self) -> HealthSettings:
-        if self.recover_at < self.drop_below:
-            raise ValueError("recover_at must be at least drop_below")
-        return self
-
-
-class DetectionSettings(Frozen):
-    """When a change becomes an event."""
-
-    disconnect_after_missed_polls: int = Field(default=2, ge=1, le=1000)
-    health: HealthSettings = HealthSettings()
-    confirm_with_lookup: bool = Field(
-        default=True,
-        description="look tracked viewers missing from a poll up (batch endpoint) before they"
-        " count as missed: offset paging over a live audience can skip a viewer",
-    )
-    leader_lease: PositiveSeconds = Field(
-        default=5.0, description="lease of the poller leading a cluster; replicas take over after"
-    )
-    record_refresh: Seconds = Field(
-        default=60.0,
-        description="rewrite each tracked viewer's newest record in Redis at least this often"
-        " (0: only when something else about it changes); after a crash or failover a"
-        " disconnect carries a record at most this old",
-    )
-
 
 class StreamSettings(Frozen):
     """The event streams in Redis."""
@@ -193,36 +63,8 @@ class StreamSettings(Frozen):
     maxlen: int = Field(default=1_000_000, ge=1000, description="approximate trim of each stream")
 
 
-class ServerSettings(Frozen):
-    """The HTTP endpoint: /metrics, /healthz, /readyz."""
-
-    listen: str = Field(default="127.0.0.1:9464", description="host:port")
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
-        return value
-
-
-class LoggingSettings(Frozen):
-    """Log output on standard error."""
-
-    format: Literal["json", "console"] = Field(
-        default="json", description="json: one object a line; console: for people"
-    )
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _lower(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
-
-
 class Settings(Frozen):
-    """The whole configuration (SPEC section 2)."""
+    """The whole configuration (``docs/configuration.md``)."""
 
     redis: RedisSettings = RedisSettings()
     clusters: tuple[ClusterSettings, ...] = Field(min_length=1)
@@ -301,7 +143,7 @@ def settings_from_text(text: str, environ: Mapping[str, str], *, source: str) ->
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, origins)) from None
     try:
-        sinks = tuple(validate_plugin(s, f"sinks[{i}]") for i, s in enumerate(settings.sinks))
+        sinks = validate_plugins(settings.sinks)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return settings.model_copy(update={"sinks": sinks})
@@ -412,9 +254,7 @@ _MESSAGES = {
 
 
 def _unknown_sink_type() -> str:
-    plugins = sorted(plugin_types())
-    extra = f"; installed: {', '.join(plugins)}" if plugins else ""
-    return f"unknown sink type (built in: {', '.join(BUILTIN_SINK_TYPES)}{extra})"
+    return f"unknown sink type (built in: {', '.join(BUILTIN_SINKS)})"
 
 
 def _describe(
@@ -451,7 +291,7 @@ def _strip_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     # A discriminated union adds the tag ("webhook") after the list index; users never wrote it.
     out: list[str | int] = []
     for i, part in enumerate(loc):
-        if i >= 2 and loc[0] == "sinks" and i == 2 and part in (*BUILTIN_SINK_TYPES, "plugin"):
+        if i >= 2 and loc[0] == "sinks" and i == 2 and part in (*BUILTIN_SINKS, PLUGIN_TAG):
             continue
         out.append(part)
     return tuple(out)

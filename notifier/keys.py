@@ -1,4 +1,4 @@
-"""Every Redis key, stream and consumer-group name, built in one place (SPEC section 3).
+"""Every Redis key, stream and consumer-group name, in one place (docs/operations.md, Redis).
 
 All keys of one Storm cluster carry the hash tag ``{cluster}``, so that in a Redis Cluster they
 live in one slot and one script can touch them atomically.

@@ -11,12 +11,29 @@ import sys
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import structlog
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, field_validator
+
+from notifier._model import Frozen
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
-__all__ = ["configure_logging", "redact"]
+__all__ = ["LoggingSettings", "configure_logging", "redact"]
+
+
+class LoggingSettings(Frozen):
+    """Log output on standard error."""
+
+    format: Literal["json", "console"] = Field(
+        default="json", description="json: one object a line; console: for people"
+    )
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
 
 _SECRET_KEYS = frozenset(
     {"token", "password", "secret", "api_key", "authorization", "webhook_url", "access_token"}

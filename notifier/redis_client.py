@@ -1,18 +1,59 @@
-"""Connecting to Redis, single node or Redis Cluster, from ``RedisSettings``."""
+"""Connecting to Redis, single node or Redis Cluster, and what a Redis failure looks like.
+
+``RedisSettings`` is the ``redis:`` section; ``connect_redis`` makes a client from it;
+``REDIS_ERRORS`` is the one tuple of exceptions that mean "Redis did not answer as it should"
+(every loop that survives an outage catches exactly these), and ``redis_reason`` says it in
+one line for a log.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from pydantic import Field, SecretStr, field_validator
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisError
 
-if TYPE_CHECKING:
-    from notifier.config import RedisSettings
+from notifier._model import Frozen
 
-__all__ = ["AnyRedis", "connect_redis"]
+__all__ = ["REDIS_ERRORS", "AnyRedis", "RedisSettings", "connect_redis", "redis_reason"]
 
 AnyRedis = Redis | RedisCluster
 """A client for either kind of deployment; both speak the commands this package uses."""
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+"""What a command against an unreachable, slow or failing Redis raises."""
+
+
+def redis_reason(exc: BaseException) -> str:
+    """A Redis failure in one line of at most 200 characters (never the URL's password)."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+class RedisSettings(Frozen):
+    """Where events and state live."""
+
+    url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis:// or rediss:// (TLS) URL; secret because it may hold a password",
+    )
+    cluster: bool = Field(default=False, description="talk to a Redis Cluster")
+    key_prefix: str = Field(default="notifier", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    def display_url(self) -> str:
+        """The URL with any password replaced by ``***`` (it may itself contain ``@``)."""
+        url = self.url.get_secret_value()
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if not sep or not at:
+            return url
+        user = userinfo.partition(":")[0]
+        return f"{scheme}://{user}:***@{host}"
 
 
 def connect_redis(

@@ -13,21 +13,22 @@ import functools
 import signal
 import time
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
 from notifier._aio import wait_event
-from notifier.detect.lease import Lease, new_owner_id
-from notifier.detect.poller import REDIS_ERRORS, Poller
+from notifier.detect.poller import Poller
 from notifier.detect.store import StateStore
-from notifier.endpoint import Endpoint
 from notifier.keys import ClusterKeys
+from notifier.lease import Lease, new_owner_id
 from notifier.metrics import Metrics
-from notifier.redis_client import connect_redis
+from notifier.redis_client import REDIS_ERRORS, connect_redis, redis_reason
+from notifier.server.endpoint import Endpoint
+from notifier.sinks.control import SinkControl
 from notifier.sinks.registry import create_sink
 from notifier.sinks.stream import SinkStream
-from notifier.sinks.worker import SinkControl, SinkWorker
+from notifier.sinks.worker import SinkWorker
 from notifier.storm import StormClient, create_session
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from notifier.config import Settings
     from notifier.redis_client import AnyRedis
     from notifier.sinks.base import Sink
-    from notifier.sinks.settings import SinkBaseSettings
 
 __all__ = ["Role", "Service", "run_service", "supervise"]
 
@@ -76,18 +76,6 @@ async def supervise(
             await wait_event(stop, delay)
         else:
             return
-
-
-def _sink_timing(settings: SinkBaseSettings) -> tuple[int, float]:
-    """Deliveries in flight, and how long one can take at worst (claims wait longer)."""
-    extra: dict[str, Any] = dict(settings)
-    concurrency = int(extra.get("concurrency", 1 if settings.type in ("slack", "stdout") else 8))
-    worst = (
-        float(extra.get("timeout", 10.0))
-        + float(extra.get("batch_wait", extra.get("group_wait", 0.0)))
-        + 5.0
-    )
-    return concurrency, worst
 
 
 class Service:
@@ -207,7 +195,7 @@ class Service:
             sink = self._sink_objects.get(sink_settings.name) or create_sink(sink_settings)
             stack.push_async_callback(sink.aclose)
             control = self.sinks[sink_settings.name] = SinkControl(sink_settings.name)
-            concurrency, worst = _sink_timing(sink_settings)
+            needs = sink_settings.delivery_needs()
             for cluster in settings.clusters:
                 worker = SinkWorker(
                     sink,
@@ -218,8 +206,8 @@ class Service:
                     keys=ClusterKeys(settings.redis.key_prefix, cluster.name),
                     owner=self.owner,
                     maxlen=settings.streams.maxlen,
-                    concurrency=concurrency,
-                    claim_idle=worst,
+                    concurrency=needs.concurrency,
+                    claim_idle=needs.worst_delivery,
                     lease_ttl=settings.detection.leader_lease,
                     metrics=self.metrics,
                 )
@@ -271,12 +259,10 @@ async def ensure_groups(redis: AnyRedis, settings: Settings, stop: asyncio.Event
             for cluster in settings.clusters:
                 keys = ClusterKeys(settings.redis.key_prefix, cluster.name)
                 for sink in settings.sinks:
-                    await SinkStream(
-                        redis, keys, sink.name, maxlen=settings.streams.maxlen
-                    ).ensure_group()
+                    await SinkStream(redis, keys, sink.name).ensure_group()
         except REDIS_ERRORS as exc:
             if not failing:
-                log.warning("service.redis_unavailable", error=" ".join(str(exc).split())[:200])
+                log.warning("service.redis_unavailable", error=redis_reason(exc))
                 failing = True
             await wait_event(stop, 2.0)
         else:

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 from aiohttp import web
+from redis.asyncio import Redis
 
 from notifier.config import ClusterSettings
 from notifier.storm import Backoff
-
-from .redis_procs import RedisCluster3, RedisServer
+from testkit.redis_procs import RedisCluster3, RedisServer
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -74,6 +74,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     """``redis://127.0.0.1:PORT/0`` of the private ``redis_server``."""
     return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the private redis-server."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

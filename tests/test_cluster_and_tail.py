@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from notifier.keys import ClusterKeys
+from testkit.detection_support import assert_well_formed, lockstep, stream_events
 
-from .detection_support import assert_well_formed, lockstep, stream_events
 from .test_poller_processes import (
     DETECTION,
     SIM,
@@ -26,10 +26,9 @@ from .test_poller_processes import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from .redis_procs import RedisCluster3, RedisServer
+    from testkit.redis_procs import RedisCluster3, RedisServer
 
 
 KEYS = ClusterKeys("notifier", "sim")
@@ -79,14 +78,6 @@ async def test_detection_on_a_three_master_redis_cluster(
     finally:
         await client.aclose()
     assert DETECTION.leader_lease == 1.0
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """A client of the private redis-server."""
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.mark.timeout(90)

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from notifier.config import Settings, load_settings, resolve_config_path, settings_from_text
 from notifier.durations import format_duration, parse_duration
 from notifier.errors import ConfigError
-from notifier.sinks.config import SlackSinkSettings, StdoutSinkSettings, WebhookSinkSettings
+from notifier.sinks.slack import SlackSinkSettings
+from notifier.sinks.stdout import StdoutSinkSettings
+from notifier.sinks.webhook import WebhookSinkSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

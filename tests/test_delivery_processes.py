@@ -13,26 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from redis.asyncio import Redis
 
-from .receivers import Reply, WebhookReceiver
-from .sink_support import KEYS, by_viewer, create_group, make_events, pending, publish
+from testkit.receivers import Reply, WebhookReceiver
+from testkit.sink_support import KEYS, by_viewer, create_group, make_events, pending, publish
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from redis.asyncio import Redis
 
-    from .redis_procs import RedisServer
+    from testkit.redis_procs import RedisServer
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 PLUGIN = Path(__file__).parent / "plugin"
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """A client of the private redis-server."""
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 def write_config(tmp_path: Path, redis_url: str, sink: str) -> Path:

@@ -5,25 +5,23 @@ from __future__ import annotations
 import json
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import pytest
 from aiohttp import web
-from redis.asyncio import Redis
 
 from notifier.config import DetectionSettings
-from notifier.detect.lease import Lease
 from notifier.detect.poller import Poller, next_slot
 from notifier.detect.rules import Detection, Track, detect
-from notifier.detect.store import CommitOutcome, EncodedEvent, StateStore
+from notifier.detect.store import CommitOutcome, StateStore, TrackCodec
 from notifier.errors import StateError
+from notifier.events import EncodedEvent
 from notifier.keys import ClusterKeys
+from notifier.lease import Lease
 from notifier.simulator import Change, Faults, PopulationSettings, SimulatorSettings
 from notifier.storm import StormClient, Viewer, create_session
-
-from .conftest import FAST_BACKOFF, cluster_settings, scripted_storm
-from .detection_support import (
+from testkit.detection_support import (
     actual_events,
     assert_well_formed,
     expected_events,
@@ -31,18 +29,14 @@ from .detection_support import (
     stream_events,
 )
 
+from .conftest import FAST_BACKOFF, cluster_settings, scripted_storm
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from redis.asyncio import Redis
+
 KEYS = ClusterKeys("t", "sim")
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client of the private redis-server."""
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def _viewer(vid: str, score: int = 90) -> Viewer:
@@ -67,6 +61,43 @@ async def test_an_empty_cluster_loads_at_generation_zero_with_a_stable_epoch(red
     first = await store.load()
     assert (first.generation, first.sequence, first.tracked) == (0, 0, {})
     assert (await store.load()).epoch == first.epoch
+
+
+async def test_state_written_by_release_0_1_still_loads(redis: Redis) -> None:
+    """Tracked viewers stored by 0.1 (untagged layout, tests/fixtures) load, and carry on."""
+    fixture = Path(__file__).parent / "fixtures" / "viewers-0.1.json"
+    blobs = {vid: bytes.fromhex(hexed) for vid, hexed in json.loads(fixture.read_text()).items()}
+    await redis.hset(KEYS.viewers, mapping=blobs)
+    store = StateStore(redis, KEYS, maxlen=1000)
+    snapshot = await store.load()
+    assert set(snapshot.tracked) == {"v_fresh", "v_dropped", "v_nodata"}
+    dropped = snapshot.tracked["v_dropped"]
+    assert (dropped.seen_at, dropped.missed, dropped.dropped, dropped.streak) == (
+        1770000005000,
+        1,
+        True,
+        1,
+    )
+    assert (dropped.anchor_score, dropped.anchor_grade) == (31.5, "Bad")
+    assert (dropped.last_score, dropped.last_grade, dropped.unlisted) == (20, "Very Bad", 2)
+    assert json.loads(snapshot.tracked["v_fresh"].record)["healthGrade"] == "Very Good"
+    lease = Lease(redis, KEYS.lease, KEYS.fence, "me", ttl=10)
+    assert await lease.acquire()
+    assert lease.value is not None
+    detection = detect(
+        snapshot.tracked,
+        {"v_fresh": _viewer("v_fresh"), "v_dropped": _viewer("v_dropped", 95)},
+        polled_at=1770000015000,
+        settings=DetectionSettings(),
+    )
+    outcome, _ = await store.commit(
+        snapshot, detection, [], lease=lease.value, polled_at=1770000015000
+    )
+    assert outcome is CommitOutcome.COMMITTED
+    rewritten = await store.load()  # old and new layouts side by side in one hash
+    assert set(rewritten.tracked) == set(detection.state)
+    assert rewritten.tracked["v_nodata"].missed == 1
+    assert TrackCodec.decode(TrackCodec.encode(dropped)) == dropped
 
 
 async def test_commit_applies_changes_events_and_generation_atomically(redis: Redis) -> None:
@@ -333,7 +364,7 @@ async def test_paging_drift_causes_no_false_disconnect_and_no_duplicate(
     tracked = {k.decode() for k in stored}
     assert tracked <= present | {v for v, w in left_at.items() if w > final - 4}
     for blob in stored.values():
-        msgspec.msgpack.decode(blob, type=Track)
+        TrackCodec.decode(blob)
 
 
 async def test_redis_work_per_poll_follows_the_changes_not_the_audience(

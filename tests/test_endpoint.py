@@ -17,7 +17,7 @@ from .conftest import free_port
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .redis_procs import RedisServer
+    from testkit.redis_procs import RedisServer
 
 
 def metric(text: str, name: str, **labels: str) -> float:

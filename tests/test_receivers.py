@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from standardwebhooks import Webhook
 
-from .receivers import SLACK_PATH, Reply, SlackStandIn, WebhookReceiver, slack_reply
+from testkit.receivers import SLACK_PATH, Reply, SlackStandIn, WebhookReceiver, slack_reply
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -10,12 +10,12 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
-from .redis_procs import RedisProcessError, RedisServer
+from testkit.redis_procs import RedisProcessError, RedisServer
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .redis_procs import RedisCluster3
+    from testkit.redis_procs import RedisCluster3
 
 pytestmark = pytest.mark.timeout(30)
 

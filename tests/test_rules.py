@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier.config import DetectionSettings
 from notifier.detect.rules import UNLISTED_LIMIT, Detection, Track, detect
+from notifier.detect.store import TrackCodec
+from notifier.events import render_data
 from notifier.storm import Viewer
 
 SETTINGS = DetectionSettings()  # 2 missed polls, drop < 50, recover >= 70, 2 consecutive
@@ -78,7 +79,7 @@ def test_disconnect_needs_consecutive_missed_polls_and_carries_the_last_record()
     gone = step(state, viewer("b"), at=6000)
     assert types(gone) == [("viewer.disconnected", "a")]
     (event,) = gone.emissions
-    assert event.data == {"lastSeenAt": "1970-01-01T00:00:04.000Z"}
+    assert render_data(event) == {"lastSeenAt": "1970-01-01T00:00:04.000Z"}
     assert gone.deletes == ["a"]
     assert "a" not in gone.state
 
@@ -95,7 +96,7 @@ def test_health_drop_needs_consecutive_polls_with_data() -> None:
     low2 = step(absent.state, viewer("a", 20, "Very Bad"))
     assert types(low2) == [("viewer.health_dropped", "a")]
     (event,) = low2.emissions
-    assert event.data == {
+    assert render_data(event) == {
         "previous": {"healthScore": 85, "healthGrade": "Very Good"},
         "threshold": 50,
     }
@@ -125,7 +126,7 @@ def test_recovery_has_hysteresis() -> None:
         state = detection.state
     recovered = step(state, viewer("a", 70, "Good"), config=config)
     assert types(recovered) == [("viewer.health_recovered", "a")]
-    assert recovered.emissions[0].data == {
+    assert render_data(recovered.emissions[0]) == {
         "previous": {"healthScore": 69, "healthGrade": "x"},
         "threshold": 70,
     }
@@ -136,7 +137,10 @@ def test_a_new_viewer_with_bad_health_connects_before_it_drops() -> None:
     config = DetectionSettings.model_validate({"health": {"consecutive_polls": 1}})
     detection = step({}, viewer("a", 5, "Very Bad"), config=config)
     assert types(detection) == [("viewer.connected", "a"), ("viewer.health_dropped", "a")]
-    assert detection.emissions[1].data["previous"] == {"healthScore": None, "healthGrade": None}
+    assert render_data(detection.emissions[1])["previous"] == {
+        "healthScore": None,
+        "healthGrade": None,
+    }
 
 
 def test_tracks_round_trip_through_msgpack() -> None:
@@ -152,8 +156,8 @@ def test_tracks_round_trip_through_msgpack() -> None:
         last_score=30,
         last_grade="Bad",
     )
-    blob = msgspec.msgpack.encode(track)
-    assert msgspec.msgpack.decode(blob, type=Track) == track
+    blob = TrackCodec.encode(track)
+    assert TrackCodec.decode(blob) == track
 
 
 # --- properties over random poll sequences ---------------------------------------------------
@@ -284,11 +288,11 @@ def test_state_written_to_redis_is_enough_to_carry_on(
         viewers = _viewers(poll)
         expected = step(memory, *viewers, at=at, config=config)
         if at in restarts:  # a new process: only what Redis holds
-            restarted = {k: msgspec.msgpack.decode(v, type=Track) for k, v in stored.items()}
+            restarted = {k: TrackCodec.decode(v) for k, v in stored.items()}
         actual = step(restarted, *viewers, at=at, config=config)
         assert per_viewer(types(actual)) == per_viewer(types(expected))
         for vid, track in actual.upserts.items():
-            stored[vid] = msgspec.msgpack.encode(track)
+            stored[vid] = TrackCodec.encode(track)
         for vid in actual.deletes:
             stored.pop(vid, None)
         assert set(stored) == set(actual.state)

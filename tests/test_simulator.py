@@ -15,6 +15,8 @@ import aiohttp
 import pytest
 import structlog
 
+from notifier.commands import simulate as command
+from notifier.commands._common import duration
 from notifier.simulator import (
     FAULT_NAMES,
     HARNESS_TYPES,
@@ -27,7 +29,6 @@ from notifier.simulator import (
     RunningSimulator,
     SimulatorSettings,
     ViewerQuery,
-    command,
     health_grade,
     running_simulator,
 )
@@ -901,7 +902,7 @@ async def test_simulate_command_serves_until_stopped(http: aiohttp.ClientSession
     args = parse("--port", "0", "--viewers", "12", "--seed", "3", "--tick", "0", "--token", "t1")
     stop = asyncio.Event()
     with watch_logs("simulator.listening") as (events, listening):
-        task = asyncio.create_task(command.run(args, stop))
+        task = asyncio.create_task(command.serve(args, stop))
         await asyncio.wait_for(listening.wait(), timeout=10)
         url = events[-1]["url"]
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
@@ -921,14 +922,14 @@ async def test_simulate_command_serves_until_stopped(http: aiohttp.ClientSession
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     """Durations accept ms/s/m/h suffixes and bare seconds."""
-    assert command.parse_duration(text) == seconds
+    assert duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "fast", "5 days", "-1s"])
 def test_parse_duration_rejects_nonsense(text: str) -> None:
     """Anything else is an argparse type error."""
     with pytest.raises(argparse.ArgumentTypeError):
-        command.parse_duration(text)
+        duration(text)
 
 
 def test_options_map_to_settings_and_faults() -> None:

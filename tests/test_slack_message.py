@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from notifier.events import EVENT_TYPES
 from notifier.sinks.slack.message import MAX_LINES, build_message
-
-from .slack_validation import assert_valid_slack_payload, block_texts, units
+from testkit.slack_validation import assert_valid_slack_payload, block_texts, units
 
 CLUSTER = "eu-1"
 DASH = "\u2013"  # the en dash of a time range

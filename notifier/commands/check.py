@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
-from redis.exceptions import RedisError
 
+from notifier.commands._common import load
 from notifier.errors import NotifierError, StormError
-from notifier.redis_client import connect_redis
+from notifier.redis_client import REDIS_ERRORS, connect_redis, redis_reason
 from notifier.storm import StormClient, create_session
 
 if TYPE_CHECKING:
-    from notifier.config import ClusterSettings, RedisSettings, Settings
+    import argparse
 
-__all__ = ["check_config", "masked_summary"]
+    from notifier.commands._common import Commands
+    from notifier.config import Settings
+    from notifier.redis_client import RedisSettings
+    from notifier.storm.settings import ClusterSettings
+
+__all__ = ["check_config", "main", "masked_summary", "register"]
 
 CHECK_TIMEOUT = 15.0
 
@@ -69,9 +75,8 @@ async def _check_redis(settings: RedisSettings) -> tuple[str, bool]:
         async with asyncio.timeout(CHECK_TIMEOUT):
             await client.ping()
             info = await client.info("server")
-    except (RedisError, OSError, TimeoutError) as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        return f"redis {where}: FAILED: {reason}", False
+    except REDIS_ERRORS as exc:
+        return f"redis {where}: FAILED: {redis_reason(exc)}", False
     finally:
         await client.aclose()
     version = _redis_version(info)
@@ -85,3 +90,20 @@ def _redis_version(info: Any) -> str:
         versions = {str(v.get("redis_version")) for v in info.values() if isinstance(v, dict)}
         return ", ".join(sorted(versions)) or "unknown version"
     return "unknown version"
+
+
+def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """``notifier check-config [--offline]``."""
+    parser = commands.add_parser(
+        "check-config",
+        parents=parents,
+        help="validate the configuration and reach each Storm cluster and Redis",
+    )
+    parser.add_argument("--offline", action="store_true", help="validate only; contact nothing")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate, print the masked summary, check the dependencies unless ``--offline``."""
+    settings = load(args)
+    return asyncio.run(check_config(settings, sys.stdout, offline=args.offline))

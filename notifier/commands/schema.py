@@ -14,23 +14,27 @@ adjusted where a model accepts more than pydantic can say in JSON Schema:
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 from pydantic.json_schema import GenerateJsonSchema
 
+from notifier.commands._common import EXIT_OK
 from notifier.config import Settings
-from notifier.sinks.config import BUILTIN_SINK_TYPES
+from notifier.sinks.config import PluginSinkSettings
+from notifier.sinks.registry import BUILTIN_SINKS
 
-__all__ = ["SCHEMA_DIALECT", "config_schema"]
+if TYPE_CHECKING:
+    import argparse
+
+    from notifier.commands._common import Commands
+
+__all__ = ["SCHEMA_DIALECT", "config_schema", "main", "register"]
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-_SINK_MODELS = {
-    "webhook": "WebhookSinkSettings",
-    "slack": "SlackSinkSettings",
-    "stdout": "StdoutSinkSettings",
-}
-_PLUGIN_MODEL = "PluginSinkSettings"
+_SINK_MODELS = {kind: factory.settings_model.__name__ for kind, factory in BUILTIN_SINKS.items()}
+_PLUGIN_MODEL = PluginSinkSettings.__name__
 
 
 class _Generator(GenerateJsonSchema):
@@ -83,7 +87,7 @@ def _adjust_sinks(defs: dict[str, Any]) -> None:
     plugin = defs[_PLUGIN_MODEL]
     plugin["properties"]["type"] = {
         "type": "string",
-        "not": {"enum": list(BUILTIN_SINK_TYPES)},
+        "not": {"enum": list(BUILTIN_SINKS)},
         "description": "a sink type a package registers (entry-point group notifier.sinks)",
         "title": "Type",
     }
@@ -107,3 +111,19 @@ def _numbers_as_strings(node: Any) -> None:
     for key, value in node.items():
         if key not in ("default", "examples", "const", "enum"):
             _numbers_as_strings(value)
+
+
+def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """``notifier config-schema``."""
+    parser = commands.add_parser(
+        "config-schema",
+        parents=parents,
+        help="print the JSON Schema of the configuration (for editors); reads no config file",
+    )
+    parser.set_defaults(handler=main)
+
+
+def main(_args: argparse.Namespace) -> int:
+    """Print the schema; reads no configuration."""
+    print(json.dumps(config_schema(), indent=2))
+    return EXIT_OK

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
+from notifier.commands._common import load
 from notifier.errors import ConfigError
 from notifier.storm import StormClient, create_session
 
 if TYPE_CHECKING:
-    from notifier.config import ClusterSettings, Settings
-    from notifier.storm import Poll
+    import argparse
 
-__all__ = ["pick_cluster", "snapshot"]
+    from notifier.commands._common import Commands
+    from notifier.config import Settings
+    from notifier.storm import Poll
+    from notifier.storm.settings import ClusterSettings
+
+__all__ = ["main", "pick_cluster", "register", "snapshot", "verdict"]
 
 
 def pick_cluster(settings: Settings, name: str | None) -> ClusterSettings:
@@ -54,3 +61,20 @@ def verdict(poll: Poll) -> str:
         f"snapshot: {poll.cluster}: INCOMPLETE: {poll.error}; the {len(poll.viewers)} viewers"
         f" printed are not the whole audience ({stats})"
     )
+
+
+def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """``notifier snapshot [--cluster C]``."""
+    parser = commands.add_parser(
+        "snapshot",
+        parents=parents,
+        help="poll one cluster once and print its viewers as JSON lines; writes nothing",
+    )
+    parser.add_argument("--cluster", metavar="C", help="cluster name (needed if several)")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Poll once; exit 1 if the poll was incomplete."""
+    settings = load(args)
+    return asyncio.run(snapshot(settings, args.cluster, sys.stdout.buffer, sys.stderr))

@@ -4,28 +4,57 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 import structlog
-from redis.exceptions import RedisError
 
 from notifier._aio import wait_event
+from notifier.commands._common import load, run_until_signal
 from notifier.errors import ConfigError, NotifierError
+from notifier.events import EVENT_FIELD
 from notifier.keys import ClusterKeys
-from notifier.redis_client import connect_redis
+from notifier.redis_client import REDIS_ERRORS, connect_redis, redis_reason
 
 if TYPE_CHECKING:
+    import argparse
+
+    from notifier.commands._common import Commands
     from notifier.config import Settings
     from notifier.redis_client import AnyRedis
 
-__all__ = ["tail"]
+__all__ = ["main", "register", "tail"]
 
 log = structlog.get_logger("notifier.tail")
 BLOCK_MS = 1000
 BATCH = 1000
 
 Entries = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+
+def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """``notifier tail [--cluster C] [--from ID]``."""
+    parser = commands.add_parser(
+        "tail", parents=parents, help="follow the event streams, one JSON event per line"
+    )
+    parser.add_argument("--cluster", metavar="C", help="one cluster (default: all)")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        metavar="ID",
+        default="$",
+        help="stream entry id to start after: $ (default) new events only, 0 from the start",
+    )
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Follow until SIGINT/SIGTERM."""
+    settings = load(args)
+    return run_until_signal(
+        lambda stop: tail(settings, stop, sys.stdout.buffer, cluster=args.cluster, start=args.start)
+    )
 
 
 async def tail(
@@ -44,8 +73,10 @@ async def tail(
     try:
         try:
             await redis.ping()
-        except (RedisError, OSError) as exc:
-            raise NotifierError(f"redis {settings.redis.display_url()}: {exc}") from None
+        except REDIS_ERRORS as exc:
+            raise NotifierError(
+                f"redis {settings.redis.display_url()}: {redis_reason(exc)}"
+            ) from None
         printer = _Printer(out)
         followers = [
             asyncio.ensure_future(
@@ -92,9 +123,9 @@ async def _follow(
     while not stop.is_set():
         try:
             reply = cast("Entries", await redis.xread({stream: last}, count=BATCH, block=BLOCK_MS))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             if not failing:
-                log.warning("tail.redis_unavailable", stream=stream, error=str(exc))
+                log.warning("tail.redis_unavailable", stream=stream, error=redis_reason(exc))
                 failing = True
             await wait_event(stop, 1.0)
             continue
@@ -102,7 +133,7 @@ async def _follow(
             log.info("tail.redis_recovered", stream=stream)
             failing = False
         for _, entries in reply or ():
-            await printer.write([f[b"event"] for _, f in entries if b"event" in f])
+            await printer.write([f[EVENT_FIELD] for _, f in entries if EVENT_FIELD in f])
             last = entries[-1][0].decode()
 
 

@@ -21,28 +21,28 @@ import time
 from typing import TYPE_CHECKING
 
 import structlog
-from redis.exceptions import RedisError
 
 from notifier._aio import wait_event
 from notifier.detect.rules import Track, detect
-from notifier.detect.store import Checkpoint, CommitOutcome, EncodedEvent, Snapshot
+from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot
 from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
-from notifier.events import encode_event
+from notifier.events import EncodedEvent, encode_emission
 from notifier.metrics import Metrics
+from notifier.redis_client import REDIS_ERRORS, redis_reason
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from notifier.config import ClusterSettings, DetectionSettings
-    from notifier.detect.lease import Lease
     from notifier.detect.rules import Detection
+    from notifier.detect.settings import DetectionSettings
     from notifier.detect.store import StateStore
+    from notifier.lease import Lease
     from notifier.storm import Poll, StormClient, Viewer
+    from notifier.storm.settings import ClusterSettings
 
 __all__ = ["MAX_LOOKUPS", "Poller", "next_slot"]
 
 MAX_LOOKUPS = 2000  # absent viewers confirmed per poll; a larger exodus is real, not drift
-REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 def next_slot(previous: float, interval: float, now: float) -> float:
@@ -86,6 +86,7 @@ class Poller:
         self._leading = False
         self.commits = 0
         self.events = 0
+        self.tracked = 0  # viewers tracked after the last committed poll
         self._log = structlog.get_logger("notifier.poller").bind(cluster=cluster.name)
 
     # --- the loop --------------------------------------------------------------------------------
@@ -205,6 +206,7 @@ class Poller:
             self._written.pop(viewer_id, None)
         self.commits += 1
         self.events += len(events)
+        self.tracked = len(detection.state)
         self.last_commit = self._clock()
         name = self._cluster.name
         self._metrics.polls.labels(name, "committed").inc()
@@ -292,12 +294,9 @@ class Poller:
         events = []
         name = self._cluster.name
         for offset, emission in enumerate(detection.emissions, start=1):
-            event_id, body = encode_event(
+            event_id, body = encode_emission(
+                emission,
                 cluster=name,
-                event_type=emission.type,
-                viewer_id=emission.viewer_id,
-                record=emission.record,
-                data=emission.data,
                 sequence=snapshot.sequence + offset,
                 epoch=snapshot.epoch,
                 time_ms=polled_at,
@@ -356,6 +355,6 @@ class Poller:
         if ok and self._redis_ok is False:
             self._log.info("poller.redis_recovered")
         elif not ok and self._redis_ok is not False:
-            reason = " ".join(str(error).split())[:200] if error else None
-            self._log.warning("poller.redis_unavailable", error=reason or type(error).__name__)
+            reason = redis_reason(error) if error else "unknown"
+            self._log.warning("poller.redis_unavailable", error=reason)
         self._redis_ok = ok

@@ -1,4 +1,4 @@
-"""The detection rules of SPEC section 4, as one pure function: (state, poll) -> (state, events).
+"""The detection rules (``docs/events.md``), as one pure function: (state, poll) -> (state, events).
 
 No Redis, no HTTP, no clock: everything comes in as arguments, so the rules can be tested over
 any sequence of polls.
@@ -20,26 +20,26 @@ the list keeps leaving out (it no longer matches the filters, say) then counts a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from notifier.events import iso_time
+from notifier.events import Connected, Disconnected, HealthChanged
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from notifier.config import DetectionSettings, HealthSettings
-    from notifier.events import EventType
+    from notifier.detect.settings import DetectionSettings, HealthSettings
+    from notifier.events import Emission, HealthChange
     from notifier.storm import Viewer
 
-__all__ = ["UNLISTED_LIMIT", "Detection", "Emission", "Track", "detect"]
+__all__ = ["UNLISTED_LIMIT", "Detection", "Track", "detect"]
 
 UNLISTED_LIMIT = 3
 
 
-class Track(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """What is remembered of one tracked viewer.
+class Track(msgspec.Struct, frozen=True, gc=False):
+    """What is remembered of one tracked viewer (how Redis stores it is ``store``'s business).
 
     ``record`` and ``seen_at`` are the newest in memory; Redis holds them as of the last time
     anything else about the viewer changed (at the latest, the poll in which it went missing),
@@ -67,16 +67,6 @@ class Track(msgspec.Struct, frozen=True, array_like=True, gc=False):
             self.anchor_grade,
             self.unlisted,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Emission:
-    """One event to emit: its type, the viewer, its record, and the extra ``data`` fields."""
-
-    type: EventType
-    viewer_id: str
-    record: bytes
-    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +102,7 @@ def detect(
     for viewer_id, viewer in seen.items():
         before = tracked.get(viewer_id)
         if before is None:
-            emissions.append(Emission("viewer.connected", viewer_id, viewer.raw, {}))
+            emissions.append(Connected(viewer_id, viewer.raw))
             base = Track(record=viewer.raw, seen_at=polled_at)
         else:
             base = msgspec.structs.replace(
@@ -139,8 +129,7 @@ def detect(
             continue
         missed = before.missed + 1
         if missed >= limit:
-            data = {"lastSeenAt": iso_time(before.seen_at)}
-            emissions.append(Emission("viewer.disconnected", viewer_id, before.record, data))
+            emissions.append(Disconnected(viewer_id, before.record, before.seen_at))
             deletes.append(viewer_id)
         else:
             after = msgspec.structs.replace(before, missed=missed)
@@ -157,7 +146,7 @@ def _observe_health(
     grade = viewer.health_grade
     if track.dropped:
         heading = score >= health.recover_at
-        event: EventType = "viewer.health_recovered"
+        event: HealthChange = "viewer.health_recovered"
         threshold = health.recover_at
     else:
         heading = score < health.drop_below
@@ -186,11 +175,9 @@ def _observe_health(
             last_score=score,
             last_grade=grade,
         )
-    data = {
-        "previous": {"healthScore": _number(anchor_score), "healthGrade": anchor_grade},
-        "threshold": _number(threshold),
-    }
-    emissions.append(Emission(event, viewer.id, viewer.raw, data))
+    emissions.append(
+        HealthChanged(event, viewer.id, viewer.raw, anchor_score, anchor_grade, threshold)
+    )
     return msgspec.structs.replace(
         track,
         dropped=not track.dropped,
@@ -200,10 +187,3 @@ def _observe_health(
         last_score=score,
         last_grade=grade,
     )
-
-
-def _number(value: float | None) -> float | int | None:
-    """Whole numbers as ints, the way the API writes scores."""
-    if value is not None and value == int(value):
-        return int(value)
-    return value

@@ -1,6 +1,6 @@
 """The tracked state of one cluster in Redis, and the atomic commit of one poll.
 
-Layout (see ``notifier.keys``): ``P:{C}:viewers`` maps viewer id -> tracked state (msgpack),
+Layout (see ``notifier.keys``): ``P:{C}:viewers`` maps viewer id -> tracked state (``TrackCodec``),
 ``P:{C}:meta`` holds ``generation`` (bumped by every commit), ``sequence`` (the last event's),
 ``epoch`` (a UUID that seeds event ids), ``polls`` and ``polled_at``.
 
@@ -23,15 +23,17 @@ import msgspec
 
 from notifier.detect.rules import Track
 from notifier.errors import StateError
+from notifier.events import ENTRY_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from notifier.detect.rules import Detection
+    from notifier.events import EncodedEvent
     from notifier.keys import ClusterKeys
     from notifier.redis_client import AnyRedis
 
-__all__ = ["Checkpoint", "CommitOutcome", "EncodedEvent", "Snapshot", "StateStore"]
+__all__ = ["Checkpoint", "CommitOutcome", "Snapshot", "StateStore", "TrackCodec"]
 
 _LOAD = """
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
@@ -49,7 +51,7 @@ end
 if redis.call('GET', lease) ~= ARGV[2] then return {'fenced', generation} end
 local maxlen = ARGV[3]
 local upserts, deletes, count = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local i = 10
+local i = 13
 while upserts > 0 do
   local batch = {}
   local n = math.min(upserts, 500)
@@ -71,9 +73,10 @@ while deletes > 0 do
   redis.call('HDEL', viewers, unpack(batch))
   deletes = deletes - n
 end
+local f1, f2, f3 = ARGV[10], ARGV[11], ARGV[12]  -- the entry's field names (events.entry)
 for _ = 1, count do
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
-             'type', ARGV[i], 'id', ARGV[i + 1], 'event', ARGV[i + 2])
+             f1, ARGV[i], f2, ARGV[i + 1], f3, ARGV[i + 2])
   i = i + 3
 end
 if ARGV[5] == '' then
@@ -86,8 +89,86 @@ end
 return {'ok', generation + 1}
 """
 
-_encode_track = msgspec.msgpack.Encoder().encode
-_decode_track = msgspec.msgpack.Decoder(Track).decode
+
+class _TrackV1(msgspec.Struct, array_like=True, tag=1, gc=False):
+    """Layout 1 of a tracked viewer: a msgpack array whose first element is the tag ``1``.
+
+    The field order here *is* the stored layout: append fields (with defaults) in a new tag,
+    never reorder. ``Track`` (the rules' view) may change freely.
+    """
+
+    record: bytes
+    seen_at: int
+    missed: int
+    dropped: bool
+    streak: int
+    anchor_score: float | None
+    anchor_grade: str | None
+    last_score: float | None
+    last_grade: str | None
+    unlisted: int
+
+
+class _TrackV0(msgspec.Struct, array_like=True, gc=False):
+    """The layout before tags (release 0.1): the same fields, untagged; read, never written."""
+
+    record: bytes
+    seen_at: int
+    missed: int = 0
+    dropped: bool = False
+    streak: int = 0
+    anchor_score: float | None = None
+    anchor_grade: str | None = None
+    last_score: float | None = None
+    last_grade: str | None = None
+    unlisted: int = 0
+
+
+class TrackCodec:
+    """How a tracked viewer is stored in ``P:{C}:viewers``: tagged msgpack, older layouts read."""
+
+    _encode = msgspec.msgpack.Encoder().encode
+    _decode_v1 = msgspec.msgpack.Decoder(_TrackV1).decode
+    _decode_v0 = msgspec.msgpack.Decoder(_TrackV0).decode
+
+    @classmethod
+    def encode(cls, track: Track) -> bytes:
+        """The stored form of ``track`` (the current layout)."""
+        return cls._encode(
+            _TrackV1(
+                track.record,
+                track.seen_at,
+                track.missed,
+                track.dropped,
+                track.streak,
+                track.anchor_score,
+                track.anchor_grade,
+                track.last_score,
+                track.last_grade,
+                track.unlisted,
+            )
+        )
+
+    @classmethod
+    def decode(cls, blob: bytes) -> Track:
+        """A stored track of any known layout; ``msgspec`` errors if it is none of them."""
+        stored: _TrackV1 | _TrackV0
+        try:
+            stored = cls._decode_v1(blob)
+        except msgspec.ValidationError:
+            stored = cls._decode_v0(blob)
+        return Track(
+            record=stored.record,
+            seen_at=stored.seen_at,
+            missed=stored.missed,
+            dropped=stored.dropped,
+            streak=stored.streak,
+            anchor_score=stored.anchor_score,
+            anchor_grade=stored.anchor_grade,
+            last_score=stored.last_score,
+            last_grade=stored.last_grade,
+            unlisted=stored.unlisted,
+        )
 
 
 class CommitOutcome(enum.Enum):
@@ -116,15 +197,6 @@ class Checkpoint:
     deletes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedEvent:
-    """An event ready for the stream: its type, id and JSON."""
-
-    type: str
-    id: str
-    body: bytes
-
-
 class StateStore:
     """Loads and commits one cluster's state. Pass in the Redis client."""
 
@@ -147,7 +219,7 @@ class StateStore:
         for raw_id, blob in zip(viewer_pairs[::2], viewer_pairs[1::2], strict=True):
             viewer_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
             try:
-                tracked[viewer_id] = _decode_track(blob)
+                tracked[viewer_id] = TrackCodec.decode(blob)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise StateError(
                     f"{self._keys.viewers}: entry {viewer_id!r} is not a state this version"
@@ -189,12 +261,14 @@ class StateStore:
             len(detection.deletes),
             len(events),
             commit_id or uuid.uuid4().hex,  # a re-sent copy is recognised, not called stale
+            *ENTRY_FIELDS,
         ]
+        encode = TrackCodec.encode
         for viewer_id, track in detection.upserts.items():
-            args += (viewer_id, _encode_track(track))
+            args += (viewer_id, encode(track))
         args += detection.deletes
         for event in events:
-            args += (event.type, event.id, event.body)
+            args += event.values()
         keys = [self._keys.meta, self._keys.viewers, self._keys.events, self._keys.lease]
         outcome, generation = await self._commit(keys=keys, args=args)
         status = outcome.decode() if isinstance(outcome, bytes) else str(outcome)

@@ -1,18 +1,17 @@
 """A stand-in Storm cluster API for the demo, the tests and the benchmarks (`notifier simulate`).
 
-`Population` is the pure, seeded audience model; `Faults` the switches and scripted one-shot
-faults; `Simulator` the aiohttp application over both; `running_simulator` serves one on a
-real port.
+`Population` is the pure, seeded audience model (its records' vocabulary in `records`);
+`Faults` the switches and scripted one-shot faults; `Simulator` the aiohttp application over
+both (request/response shapes in `wire`, credentials in `tokens`); `running_simulator` serves
+one on a real port.
 """
 
 from notifier.simulator.faults import FAULT_NAMES, Faults
-from notifier.simulator.population import (
+from notifier.simulator.population import Change, Population, PopulationSettings
+from notifier.simulator.records import (
     HARNESS_TYPES,
     NO_DATA,
     SYSTEM_HARNESS_TYPES,
-    Change,
-    Population,
-    PopulationSettings,
     ViewerQuery,
     health_grade,
 )

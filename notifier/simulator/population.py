@@ -6,23 +6,45 @@ the shape of a `GET /api/cluster/viewers` list item (see storm-api.md).
 
 Per-tick growth (duration, byte totals) is computed lazily from the tick a value was last
 set at, so `step()` costs O(joins + leaves + health changes), not O(viewers). Each viewer's
-encoded JSON is cached until its next change or the next tick.
+encoded JSON is cached until its next change or the next tick. What a record is made of (the
+vocabulary, the tables fields are drawn from, the per-viewer state) lives in `records`; the
+vocabulary is re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import string
 from bisect import bisect
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from notifier.simulator.records import (
+    ADDRESS_PREFIXES,
+    COUNTRIES,
+    DEVICE_CUM,
+    DEVICES,
+    HARNESS_CUM,
+    HARNESS_NAMES,
+    HARNESS_TYPES,
+    ID_ALPHABET,
+    ID_TABLE,
+    NO_DATA,
+    REGIONS,
+    STREAM_KEYS,
+    SYSTEM_HARNESS_TYPES,
+    ViewerQuery,
+    ViewerState,
+    between,
+    haystack,
+    health_grade,
+    pick,
+)
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "HARNESS_TYPES",
@@ -35,58 +57,6 @@ __all__ = [
     "health_grade",
 ]
 
-NO_DATA: Final = "No Data"
-
-#: The nine documented `harnessType` values, with the weight the model draws them by.
-_HARNESS_WEIGHTS: Final = (
-    ("STORM_MSE_VIEWER", 52.0),
-    ("STORM_HLS_VIEWER", 30.0),
-    ("GENERIC_HLS_VIEWER", 5.0),
-    ("GENERIC_DASH_VIEWER", 3.0),
-    ("RTMP_VIEWER", 3.0),
-    ("CLUSTER_DATA_CLIENT", 2.5),
-    ("TRANSCODER", 1.5),
-    ("FILE_WRITER", 1.0),
-    ("RTMP_PUSH", 2.0),
-)
-HARNESS_TYPES: Final = frozenset(name for name, _ in _HARNESS_WEIGHTS)
-SYSTEM_HARNESS_TYPES: Final = frozenset(
-    {"CLUSTER_DATA_CLIENT", "TRANSCODER", "FILE_WRITER", "RTMP_PUSH"}
-)
-_HARNESS_NAMES: Final = tuple(name for name, _ in _HARNESS_WEIGHTS)
-_HARNESS_CUM: Final = tuple(accumulate(weight for _, weight in _HARNESS_WEIGHTS))
-
-_ID_ALPHABET: Final = string.ascii_lowercase + string.digits
-_ID_TABLE: Final = bytes((_ID_ALPHABET * 8)[:256], "ascii")  # byte -> [a-z0-9], slightly biased
-_STREAM_KEYS: Final = (
-    ("123", "main", "backstage"),
-    ("news", "weather"),
-    ("sports-hd", "sports-sd"),
-)
-_COUNTRIES: Final = (
-    ("PL", "Poland"),
-    ("DE", "Germany"),
-    ("US", "United States"),
-    ("GB", "United Kingdom"),
-    ("FR", "France"),
-    ("ES", "Spain"),
-    ("IT", "Italy"),
-    ("NL", "Netherlands"),
-    ("BR", "Brazil"),
-    ("JP", "Japan"),
-    ("IN", "India"),
-    ("CA", "Canada"),
-)
-_REGIONS: Final = ("eu-central", "eu-west", "us-east", "us-west", "ap-south")
-_DEVICES: Final = (
-    ("DESKTOP", ("Windows 10/11", "macOS", "Linux"), ("Chrome", "Firefox", "Edge", "Safari")),
-    ("MOBILE", ("Android", "iOS"), ("Chrome Mobile", "Mobile Safari", "Samsung Internet")),
-    ("TABLET", ("iPadOS", "Android"), ("Mobile Safari", "Chrome Mobile")),
-)
-_DEVICE_CUM: Final = (55.0, 92.0, 100.0)
-_ADDRESS_PREFIXES: Final = ("203.0.113.", "198.51.100.")
-
-_T = TypeVar("_T")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -116,99 +86,6 @@ class Change:
     health_grade: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ViewerQuery:
-    """The filters of `GET /api/cluster/viewers`; `None` means "not filtered"."""
-
-    search: str | None = None
-    harness_type: str | None = None
-    system_clients: bool | None = None
-
-    def matches(self, record: dict[str, Any]) -> bool:
-        """Whether a record passes this query (the server applies the same rules)."""
-        harness = record["harnessType"]
-        if self.harness_type is not None and harness != self.harness_type:
-            return False
-        if self.system_clients is not None and (
-            (harness in SYSTEM_HARNESS_TYPES) != self.system_clients
-        ):
-            return False
-        if self.search:
-            return self.search.lower() in _haystack(record)
-        return True
-
-
-def health_grade(score: int) -> str:
-    """The grade Storm shows for a (non-"No Data") health score."""
-    if score >= 80:
-        return "Very Good"
-    if score >= 60:
-        return "Good"
-    if score >= 40:
-        return "Average"
-    if score >= 20:
-        return "Bad"
-    return "Very Bad"
-
-
-def _pick(r: Callable[[], float], items: Sequence[_T]) -> _T:
-    return items[int(r() * len(items))]
-
-
-def _between(r: Callable[[], float], low: int, high: int) -> int:
-    return low + int(r() * (high - low + 1))
-
-
-def _haystack(record: dict[str, Any]) -> str:
-    fields = ("id", "streamKey", "remoteAddress", "countryName", "browserName")
-    return "\x00".join(str(record[name]) for name in fields).lower()
-
-
-class _Viewer:
-    """Mutable state of one viewer; the record is derived from it at a given tick."""
-
-    __slots__ = (
-        "base_duration",
-        "bytes_tick",
-        "encoded",
-        "encoded_tick",
-        "extra",
-        "grade",
-        "harness",
-        "haystack",
-        "id",
-        "in_bw",
-        "in_bytes",
-        "join_tick",
-        "nominal_out",
-        "omit_grade",
-        "out_bw",
-        "out_bytes",
-        "score",
-        "static",
-    )
-
-    def __init__(self, static: dict[str, Any], join_tick: int, base_duration: int) -> None:
-        self.static = static
-        self.id: str = static["id"]
-        self.harness: str = static["harnessType"]
-        self.haystack: str | None = None  # built on the first search
-        self.join_tick = join_tick
-        self.base_duration = base_duration
-        self.bytes_tick = join_tick
-        self.in_bw = 0
-        self.out_bw = 0
-        self.nominal_out = 0
-        self.in_bytes = 0
-        self.out_bytes = 0
-        self.score = 0
-        self.grade: str | None = NO_DATA
-        self.omit_grade = False
-        self.extra: dict[str, Any] | None = None
-        self.encoded: bytes | None = None
-        self.encoded_tick = -1
-
-
 class Population:
     """The viewers of a simulated cluster, advanced one virtual tick at a time."""
 
@@ -216,11 +93,11 @@ class Population:
         self.settings = settings
         self.tick = 0
         self._rng = random.Random(settings.seed)
-        self._viewers: dict[str, _Viewer] = {}
-        self._order: list[_Viewer] | None = None
-        self._selections: dict[ViewerQuery, list[_Viewer]] = {}
+        self._viewers: dict[str, ViewerState] = {}
+        self._order: list[ViewerState] | None = None
+        self._selections: dict[ViewerQuery, list[ViewerState]] = {}
         self._apps = tuple(
-            "c_" + "".join(self._rng.choices(_ID_ALPHABET, k=16)) for _ in _STREAM_KEYS
+            "c_" + "".join(self._rng.choices(ID_ALPHABET, k=16)) for _ in STREAM_KEYS
         )
         for _ in range(settings.viewers):
             self._add(self._rng.randint(1_000, 3_600_000))
@@ -308,15 +185,15 @@ class Population:
         whole = int(expected)
         return whole + (1 if self._rng.random() < expected - whole else 0)
 
-    def _change(self, kind: Literal["joined", "health"], viewer: _Viewer) -> Change:
+    def _change(self, kind: Literal["joined", "health"], viewer: ViewerState) -> Change:
         return Change(self.tick, kind, viewer.id, viewer.score, viewer.grade)
 
-    def _ordered(self) -> list[_Viewer]:
+    def _ordered(self) -> list[ViewerState]:
         if self._order is None:
             self._order = list(self._viewers.values())
         return self._order
 
-    def _select(self, query: ViewerQuery) -> list[_Viewer]:
+    def _select(self, query: ViewerQuery) -> list[ViewerState]:
         selected = self._selections.get(query)
         if selected is None:
             if len(self._selections) >= 64:
@@ -336,8 +213,8 @@ class Population:
         return selected
 
     @staticmethod
-    def _index(viewer: _Viewer) -> str:
-        viewer.haystack = _haystack(viewer.static)
+    def _index(viewer: ViewerState) -> str:
+        viewer.haystack = haystack(viewer.static)
         return viewer.haystack
 
     def _relayout(self) -> None:
@@ -356,33 +233,33 @@ class Population:
 
     def _new_id(self) -> str:
         while True:
-            viewer_id = "v_" + self._rng.randbytes(16).translate(_ID_TABLE).decode("ascii")
+            viewer_id = "v_" + self._rng.randbytes(16).translate(ID_TABLE).decode("ascii")
             if viewer_id not in self._viewers:
                 return viewer_id
 
-    def _add(self, base_duration: int | None = None) -> _Viewer:
+    def _add(self, base_duration: int | None = None) -> ViewerState:
         # random() with index arithmetic rather than choice()/randint(): joins are the hot
         # path of step() and this keeps a 100k-viewer tick well under 100 ms.
         rng, settings = self._rng, self.settings
         r = rng.random
         if base_duration is None:
             base_duration = int(r() * settings.tick_ms)
-        harness = _HARNESS_NAMES[bisect(_HARNESS_CUM, r() * _HARNESS_CUM[-1])]
+        harness = HARNESS_NAMES[bisect(HARNESS_CUM, r() * HARNESS_CUM[-1])]
         app = int(r() * len(self._apps))
-        country_code, country_name = _pick(r, _COUNTRIES)
+        country_code, country_name = pick(r, COUNTRIES)
         if harness in SYSTEM_HARNESS_TYPES:
             device, os_name, browser = "DESKTOP", "Linux", "Unknown"
             address = f"198.51.100.{1 + int(r() * 20)}"
         else:
-            device, os_names, browsers = _DEVICES[bisect(_DEVICE_CUM, r() * _DEVICE_CUM[-1])]
-            os_name, browser = _pick(r, os_names), _pick(r, browsers)
-            address = f"{_pick(r, _ADDRESS_PREFIXES)}{1 + int(r() * 254)}"
+            device, os_names, browsers = DEVICES[bisect(DEVICE_CUM, r() * DEVICE_CUM[-1])]
+            os_name, browser = pick(r, os_names), pick(r, browsers)
+            address = f"{pick(r, ADDRESS_PREFIXES)}{1 + int(r() * 254)}"
         static = {
             "id": self._new_id(),
             "state": "PUBLISHED" if r() < 0.97 else "CONNECTED",
             "harnessType": harness,
             "applicationId": self._apps[app],
-            "streamKey": _pick(r, _STREAM_KEYS[app]),
+            "streamKey": pick(r, STREAM_KEYS[app]),
             "remoteAddress": address,
             "deviceType": device,
             "osName": os_name,
@@ -391,16 +268,16 @@ class Population:
             "countryName": country_name,
             "startTime": self.now_ms - base_duration,
         }
-        viewer = _Viewer(static, self.tick, base_duration)
+        viewer = ViewerState(static, self.tick, base_duration)
         if harness in {"TRANSCODER", "FILE_WRITER", "RTMP_PUSH"}:
-            viewer.in_bw = _between(r, 300_000, 1_500_000)
-            viewer.nominal_out = 0 if harness == "FILE_WRITER" else _between(r, 1_000, 900_000)
+            viewer.in_bw = between(r, 300_000, 1_500_000)
+            viewer.nominal_out = 0 if harness == "FILE_WRITER" else between(r, 1_000, 900_000)
         elif harness == "CLUSTER_DATA_CLIENT":
-            viewer.in_bw, viewer.nominal_out = _between(r, 50, 2_000), _between(r, 500, 20_000)
+            viewer.in_bw, viewer.nominal_out = between(r, 50, 2_000), between(r, 500, 20_000)
         else:
-            viewer.in_bw, viewer.nominal_out = _between(r, 20, 200), _between(r, 80_000, 800_000)
+            viewer.in_bw, viewer.nominal_out = between(r, 20, 200), between(r, 80_000, 800_000)
         if settings.extra_fields:
-            viewer.extra = {"region": _pick(r, _REGIONS)}
+            viewer.extra = {"region": pick(r, REGIONS)}
         score, grade, omit = self._draw_health(None)
         viewer.score, viewer.grade, viewer.omit_grade = score, grade, omit
         viewer.out_bw = self._out_bandwidth(viewer)
@@ -426,7 +303,7 @@ class Population:
         score = max(1, min(100, score))
         return score, health_grade(score), False
 
-    def _resample_health(self, viewer: _Viewer) -> None:
+    def _resample_health(self, viewer: ViewerState) -> None:
         current = (viewer.score, viewer.grade, viewer.omit_grade)
         sample = current
         for _ in range(8):
@@ -437,7 +314,7 @@ class Population:
         self._set_health(viewer, score, grade, omit_grade=omit)
 
     def _set_health(
-        self, viewer: _Viewer, score: int, grade: str | None, *, omit_grade: bool
+        self, viewer: ViewerState, score: int, grade: str | None, *, omit_grade: bool
     ) -> None:
         elapsed = (self.tick - viewer.bytes_tick) * self.settings.tick_ms
         viewer.in_bytes += viewer.in_bw * elapsed // 1000
@@ -448,12 +325,12 @@ class Population:
         viewer.encoded = None
 
     @staticmethod
-    def _out_bandwidth(viewer: _Viewer) -> int:
+    def _out_bandwidth(viewer: ViewerState) -> int:
         if viewer.score == 0:
             return viewer.nominal_out
         return viewer.nominal_out * (35 + 65 * viewer.score // 100) // 100
 
-    def _record(self, viewer: _Viewer) -> dict[str, Any]:
+    def _record(self, viewer: ViewerState) -> dict[str, Any]:
         tick, tick_ms = self.tick, self.settings.tick_ms
         elapsed = (tick - viewer.bytes_tick) * tick_ms
         record = dict(viewer.static)
@@ -469,7 +346,7 @@ class Population:
             record.update(viewer.extra)
         return record
 
-    def _encoded(self, viewer: _Viewer) -> bytes:
+    def _encoded(self, viewer: ViewerState) -> bytes:
         if viewer.encoded is None or viewer.encoded_tick != self.tick:
             viewer.encoded = _encode(self._record(viewer))
             viewer.encoded_tick = self.tick

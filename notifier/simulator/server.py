@@ -17,18 +17,17 @@ html-200, garbage) -> "slow" waits -> churn, maybe reorder -> slice and encode t
 ("truncated" and "schema-no-id" then spoil it).
 
 Record times (`startTime`, `generatedAt`) follow the population's virtual clock; token
-expiry, login rate limiting and error `timestamp`s follow the injected `clock`.
+expiry, login rate limiting and error `timestamp`s follow the injected `clock`. Reading
+requests and writing responses live in `wire`; tokens and the login limit in `tokens`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import math
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -38,12 +37,22 @@ import structlog
 from aiohttp import web
 
 from notifier.simulator.faults import ERROR_FAULTS, Faults
-from notifier.simulator.population import (
-    HARNESS_TYPES,
-    Change,
-    Population,
-    PopulationSettings,
-    ViewerQuery,
+from notifier.simulator.population import Change, Population, PopulationSettings
+from notifier.simulator.tokens import Tokens
+from notifier.simulator.wire import (
+    GARBAGE,
+    REASONS,
+    BadRequest,
+    Disconnect,
+    bearer,
+    detail_record,
+    html,
+    json_body,
+    json_response,
+    list_body,
+    list_params,
+    message,
+    topology,
 )
 
 if TYPE_CHECKING:
@@ -56,7 +65,6 @@ __all__ = ["RunningSimulator", "Simulator", "SimulatorSettings", "Stats", "runni
 log = structlog.get_logger("notifier.simulator")
 
 AUTH_FAILED: Final = "Could not authorize with given access token"
-_REASONS: Final = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 _LOGIN_PATH: Final = "/api/auth/login"
 
 
@@ -90,40 +98,6 @@ class Stats:
     rows_per_page_requested: Counter[int] = field(default_factory=Counter)
 
 
-class _Disconnect(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised by a handler to close the connection without a response."""
-
-
-class _BadRequest(Exception):  # noqa: N818 - turned into a 400 response
-    """A query parameter or body the API would reject with 400."""
-
-
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=msgspec.json.encode(body),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def _message(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return _json(status, {"message": message}, headers)
-
-
-def _html(status: int, title: str) -> web.Response:
-    page = (
-        f"<!DOCTYPE html>\n<html><head><title>{status} {title}</title></head>\n"
-        f"<body><center><h1>{status} {title}</h1></center><hr><center>nginx</center>"
-        "</body></html>\n"
-    )
-    return web.Response(status=status, text=page, content_type="text/html")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 class Simulator:
     """One simulated cluster: population, faults, tokens and counters behind `app()`."""
 
@@ -139,9 +113,7 @@ class Simulator:
         self.faults = faults if faults is not None else Faults()
         self.stats = Stats()
         self._clock = clock
-        self._tokens: dict[str, float] = {}  # login token -> expiry, by `clock`
-        self._static_tokens = frozenset(settings.static_tokens)
-        self._login_times: dict[str, deque[float]] = {}
+        self._tokens = Tokens(settings.static_tokens, settings.login_limit_per_minute, clock=clock)
         #: Called with the changes of every automatic tick and of every request's churn
         #: (direct `population` calls are the caller's to record).
         self.change_listeners: list[Callable[[list[Change]], None]] = []
@@ -173,15 +145,15 @@ class Simulator:
         """Count responses, turn router errors into JSON, drop connections on request."""
         try:
             response = await handler(request)
-        except _Disconnect:
+        except Disconnect:
             self.stats.disconnects += 1
             if request.transport is not None:
                 request.transport.close()
             return web.Response()
-        except _BadRequest as exc:
-            response = _message(400, str(exc))
+        except BadRequest as exc:
+            response = message(400, str(exc))
         except web.HTTPException as exc:
-            response = _message(exc.status, exc.reason)
+            response = message(exc.status, exc.reason)
         self.stats.responses_by_status[response.status] += 1
         return response
 
@@ -194,43 +166,30 @@ class Simulator:
         if expected is not None:
             presented = request.headers.get("X-Api-Key")
             if presented is None:
-                return _message(401, "Missing API key")
+                return message(401, "Missing API key")
             if not secrets.compare_digest(presented.encode(), expected.encode()):
-                return _message(403, "Invalid API key")
-        if request.path != _LOGIN_PATH and not self._token_alive(_bearer(request)):
+                return message(403, "Invalid API key")
+        if request.path != _LOGIN_PATH and not self._tokens.alive(bearer(request)):
             return self._auth_failure(self.faults.auth_failure_status)
         return await handler(request)
 
-    def _token_alive(self, token: str | None) -> bool:
-        if token is None:
-            return False
-        if token in self._static_tokens:
-            return True
-        expiry = self._tokens.get(token)
-        if expiry is None:
-            return False
-        if self._clock() >= expiry:
-            del self._tokens[token]
-            return False
-        return True
-
     def _auth_failure(self, status: int) -> web.Response:
-        return _json(status, {"message": AUTH_FAILED, "timestamp": self._now_ms()})
+        return json_response(status, {"message": AUTH_FAILED, "timestamp": self._now_ms()})
 
     # -- auth ----------------------------------------------------------------------------
 
     async def _login(self, request: web.Request) -> web.Response:
         self.stats.login_attempts += 1
         now = self._clock()
-        retry_after = self._throttle(request.remote or "unknown", now)
+        retry_after = self._tokens.throttle(request.remote or "unknown", now)
         if retry_after is not None:
-            return _message(
+            return message(
                 429, "Too many login attempts", {"Retry-After": str(math.ceil(retry_after))}
             )
-        body = await _json_body(request)
+        body = await json_body(request)
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
-            raise _BadRequest("username and password are required")
+            raise BadRequest("username and password are required")
         expected_user, expected_password = self.settings.username, self.settings.password
         if (
             expected_user is None
@@ -238,11 +197,9 @@ class Simulator:
             or not secrets.compare_digest(username.encode(), expected_user.encode())
             or not secrets.compare_digest(password.encode(), expected_password.encode())
         ):
-            return _message(401, "Username or password is incorrect")
+            return message(401, "Username or password is incorrect")
         ttl = self.faults.token_ttl
-        self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
-        token = _jwt_like(username, now, now + ttl)
-        self._tokens[token] = now + ttl
+        token = self._tokens.issue(username, now, ttl)
         self.stats.logins += 1
         expire_ms = int((now + ttl) * 1000)
         data = {
@@ -252,23 +209,13 @@ class Simulator:
             "remainingTime": max(0, expire_ms - int(now * 1000) - 1),
             "username": username,
         }
-        return _json(200, {"data": data, "message": "Authentication successful"})
-
-    def _throttle(self, ip: str, now: float) -> float | None:
-        """Record a login attempt; seconds to wait if it is over the per-minute limit."""
-        times = self._login_times.setdefault(ip, deque())
-        while times and times[0] <= now - 60.0:
-            times.popleft()
-        if len(times) >= self.settings.login_limit_per_minute:
-            return max(times[0] + 60.0 - now, 1.0) if times else 60.0
-        times.append(now)
-        return None
+        return json_response(200, {"data": data, "message": "Authentication successful"})
 
     async def _logout(self, request: web.Request) -> web.Response:
-        token = _bearer(request)
-        if token is not None and self._tokens.pop(token, None) is not None:
+        token = bearer(request)
+        if token is not None and self._tokens.revoke(token):
             self.stats.logouts += 1
-        return _message(200, "Logout successful")
+        return message(200, "Logout successful")
 
     # -- viewers -------------------------------------------------------------------------
 
@@ -283,7 +230,7 @@ class Simulator:
 
     async def _serve_list(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        page, rows, query = _list_params(request)
+        page, rows, query = list_params(request)
         self.stats.rows_per_page_requested[rows] += 1
         faults = self.faults
         fault = faults.draw()
@@ -305,18 +252,9 @@ class Simulator:
             record = msgspec.json.decode(items[0])
             del record["id"]
             items = [msgspec.json.encode(record), *items[1:]]
-        total_pages = -(-total // per_page)
         elapsed_ms = int((time.perf_counter() - started) * 1000)
-        body = b"".join(
-            (
-                b'{"data":{"totalItems":%d,"itemsPerPage":%d,"totalPages":%d,"currentPage":%d,'
-                % (total, per_page, total_pages, page),
-                b'"hasPrevious":%s,"hasNext":%s,"list":['
-                % (_TRUE if page > 1 else _FALSE, _TRUE if page < total_pages else _FALSE),
-                b",".join(items),
-                b']},"meta":{"executionTime":%d,"generatedAt":%d}}'
-                % (elapsed_ms, population.now_ms),
-            )
+        body = list_body(
+            total, per_page, page, items, elapsed_ms=elapsed_ms, generated_at=population.now_ms
         )
         if fault == "truncated":
             body = body[: len(body) // 2]
@@ -329,40 +267,40 @@ class Simulator:
         if fault in ERROR_FAULTS:
             status = int(fault[:3])
             if fault.endswith("-html"):
-                return _html(status, _REASONS[status])
-            return _message(status, _REASONS[status])
+                return html(status, REASONS[status])
+            return message(status, REASONS[status])
         if fault == "429":
-            return _message(
+            return message(
                 429, "Too Many Requests", {"Retry-After": self.faults.retry_after_header}
             )
         if fault in {"401", "403"}:
             return self._auth_failure(int(fault))
         if fault == "expire-token":
-            token = _bearer(request)
+            token = bearer(request)
             if token is not None:
-                self._tokens.pop(token, None)
+                self._tokens.revoke(token)
             return self._auth_failure(self.faults.auth_failure_status)
         if fault == "disconnect":
-            raise _Disconnect
+            raise Disconnect
         if fault == "html-200":
-            return _html(200, "Sign in")
+            return html(200, "Sign in")
         if fault == "garbage":
-            return web.Response(body=_GARBAGE, content_type="application/json")
+            return web.Response(body=GARBAGE, content_type="application/json")
         return None
 
     async def _detail(self, request: web.Request) -> web.Response:
         self.stats.detail_requests += 1
         record = self.population.get(request.match_info["viewer_id"])
         if record is None:
-            return _message(404, "Viewer not found")
-        return _json(200, {"data": _detail_record(record)})
+            return message(404, "Viewer not found")
+        return json_response(200, {"data": detail_record(record)})
 
     async def _batch(self, request: web.Request) -> web.Response:
         self.stats.batch_requests += 1
-        body = await _json_body(request)
+        body = await json_body(request)
         ids = body.get("ids", body.get("connectionIds"))
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise _BadRequest("ids must be a list of viewer ids")
+            raise BadRequest("ids must be a list of viewer ids")
         found: list[dict[str, Any]] = []
         not_found: list[str] = []
         for viewer_id in dict.fromkeys(ids):
@@ -371,20 +309,11 @@ class Simulator:
                 not_found.append(viewer_id)
             else:
                 found.append(record)
-        return _json(200, {"data": {"found": found, "notFound": not_found}})
+        return json_response(200, {"data": {"found": found, "notFound": not_found}})
 
     async def _topology(self, _request: web.Request) -> web.Response:
-        viewers = len(self.population)
-        nodes = [
-            {"id": "n_origin01", "name": "origin-1", "role": "ORIGIN", "host": "origin-1.example",
-             "status": "ONLINE", "viewers": 0},
-            {"id": "n_edge0001", "name": "edge-1", "role": "EDGE", "host": "edge-1.example",
-             "status": "ONLINE", "viewers": viewers - viewers // 2},
-            {"id": "n_edge0002", "name": "edge-2", "role": "EDGE", "host": "edge-2.example",
-             "status": "ONLINE", "viewers": viewers // 2},
-        ]  # fmt: skip
-        data = {"clusterId": "cl_simulator", "nodes": nodes, "totalViewers": viewers}
-        return _json(200, {"data": data, "meta": {"generatedAt": self.population.now_ms}})
+        data = topology(len(self.population))
+        return json_response(200, {"data": data, "meta": {"generatedAt": self.population.now_ms}})
 
     def _publish(self, changes: list[Change]) -> None:
         for listener in self.change_listeners:
@@ -410,89 +339,6 @@ class Simulator:
                 viewers=len(self.population),
                 changes=len(changes),
             )
-
-
-_GARBAGE: Final = b'\x00\xff\xfe{{"data": garbage ]]\x1b[0m<!-- not json -->'
-_TRUE: Final = b"true"
-_FALSE: Final = b"false"
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        raise _BadRequest("request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise _BadRequest("request body must be a JSON object")
-    return body
-
-
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _BadRequest(f"{name} must be an integer") from None
-    if value < 1:
-        raise _BadRequest(f"{name} must be at least 1")
-    return value
-
-
-def _list_params(request: web.Request) -> tuple[int, int, ViewerQuery | None]:
-    page = _int_param(request, "page", 1)
-    rows = _int_param(request, "rowsPerPage", 10)
-    query = request.query
-    harness = query.get("harnessType") or None
-    if harness is not None and harness not in HARNESS_TYPES:
-        raise _BadRequest(f"harnessType must be one of {', '.join(sorted(HARNESS_TYPES))}")
-    system_raw = query.get("systemClients") or None
-    if system_raw not in {None, "true", "false"}:
-        raise _BadRequest("systemClients must be true or false")
-    system = None if system_raw is None else system_raw == "true"
-    search = query.get("search") or None
-    if search is None and harness is None and system is None:
-        return page, rows, None
-    return page, rows, ViewerQuery(search, harness, system)
-
-
-def _jwt_like(username: str, issued: float, expires: float) -> str:
-    header = _b64(b'{"alg":"HS256","typ":"JWT"}')
-    claims = {"sub": username, "iat": int(issued), "exp": int(expires), "jti": secrets.token_hex(8)}
-    return f"{header}.{_b64(msgspec.json.encode(claims))}.{_b64(secrets.token_bytes(32))}"
-
-
-def _detail_record(record: dict[str, Any]) -> dict[str, Any]:
-    detail = dict(record)
-    detail["userAgentData"] = {
-        "deviceType": record["deviceType"],
-        "osName": record["osName"],
-        "browserName": record["browserName"],
-        "userAgent": f"Mozilla/5.0 ({record['osName']}) {record['browserName']}",
-    }
-    detail["connectionData"] = {
-        "remoteAddress": record["remoteAddress"],
-        "countryCode": record["countryCode"],
-        "countryName": record["countryName"],
-        "startTime": record["startTime"],
-        "duration": record["duration"],
-        "inBandwidth": record["inBandwidth"],
-        "outBandwidth": record["outBandwidth"],
-        "inTotalBytes": record["inTotalBytes"],
-        "outTotalBytes": record["outTotalBytes"],
-    }
-    detail["healthData"] = {
-        "healthScore": record["healthScore"],
-        "healthGrade": record.get("healthGrade"),
-    }
-    return detail
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """The sink interface: an event in, an outcome out.
 
-A sink is a small object with ``deliver(events) -> Outcome`` and ``aclose()``. The worker owns
+A sink is a small object with ``deliver(events) -> Outcome`` and ``aclose()``; ``Event``
+(re-exported from ``notifier.events``) is what it is handed. The worker owns
 everything else (reading, ordering, retries, dead letters), so a sink is a few dozen lines:
 turn events into one request, say what the answer means.
 
@@ -14,12 +15,14 @@ turn events into one request, say what the answer means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-import msgspec
+from notifier.events import Event
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Sequence
+
+    from notifier.sinks.settings import SinkBaseSettings
 
 __all__ = [
     "Batching",
@@ -29,8 +32,8 @@ __all__ = [
     "Outcome",
     "Retry",
     "Sink",
-    "UnreadableEvent",
-    "decode_event",
+    "SinkFactory",
+    "SinkType",
 ]
 
 
@@ -68,28 +71,6 @@ Outcome = Delivered | Retry | Failed
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """One entry of a cluster's event stream, with the fields sinks filter and group on."""
-
-    cluster: str
-    entry_id: str
-    id: str
-    type: str
-    subject: str
-    sequence: int
-    body: bytes  # the event JSON exactly as in the stream
-    stream_key: str | None = None
-    application_id: str | None = None
-    harness_type: str | None = None
-    country: str | None = None
-
-    def payload(self) -> dict[str, Any]:
-        """The whole event, decoded."""
-        value: dict[str, Any] = msgspec.json.decode(self.body)
-        return value
-
-
-@dataclass(frozen=True, slots=True)
 class Batching:
     """How the worker groups ready events into one ``deliver`` call.
 
@@ -120,58 +101,29 @@ class Sink(Protocol):
         ...
 
 
-class UnreadableEvent(ValueError):  # noqa: N818 - reads as what the entry is
-    """A stream entry that is not an event this version understands."""
+class SinkFactory(Protocol):
+    """What a sink type provides, built in or a plugin: its settings model and a constructor."""
+
+    @property
+    def settings_model(self) -> type[SinkBaseSettings]:
+        """The pydantic model of the sink's settings (with a ``type`` field)."""
+        ...
+
+    def create(self, settings: Any) -> Sink:
+        """A sink for validated ``settings`` (an instance of ``settings_model``)."""
+        ...
 
 
-class _Viewer(msgspec.Struct):
-    streamKey: Any = None  # noqa: N815 - the API's spelling
-    applicationId: Any = None  # noqa: N815
-    harnessType: Any = None  # noqa: N815
-    countryCode: Any = None  # noqa: N815
+S = TypeVar("S", bound="SinkBaseSettings")
 
 
-class _Data(msgspec.Struct):
-    viewer: _Viewer = msgspec.field(default_factory=_Viewer)
+@dataclass(frozen=True, slots=True)
+class SinkType(Generic[S]):
+    """A ``SinkFactory`` from a settings model and a constructor taking those settings."""
 
+    settings_model: type[S]
+    constructor: Callable[[S], Sink]
 
-class _Envelope(msgspec.Struct):
-    id: str
-    type: str
-    subject: str
-    sequence: int
-    data: _Data = msgspec.field(default_factory=_Data)
-
-
-_decode_envelope = msgspec.json.Decoder(_Envelope).decode
-
-
-def decode_event(cluster: str, entry_id: str, fields: dict[bytes, bytes]) -> Event:
-    """The event of one stream entry; ``UnreadableEvent`` if it is not one."""
-    body = fields.get(b"event")
-    if body is None:
-        raise UnreadableEvent("the entry has no 'event' field")
-    try:
-        envelope = _decode_envelope(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UnreadableEvent(f"the event is not a storm-notifier event ({exc})") from None
-    viewer = envelope.data.viewer
-    return Event(
-        cluster=cluster,
-        entry_id=entry_id,
-        id=envelope.id,
-        type=envelope.type,
-        subject=envelope.subject,
-        sequence=envelope.sequence,
-        body=body,
-        stream_key=_text(viewer.streamKey),
-        application_id=_text(viewer.applicationId),
-        harness_type=_text(viewer.harnessType),
-        country=_text(viewer.countryCode),
-    )
-
-
-def _text(value: object) -> str | None:
-    if value is None or isinstance(value, bool):
-        return None
-    return value if isinstance(value, str) else str(value)
+    def create(self, settings: Any) -> Sink:
+        """A sink for validated ``settings``."""
+        return self.constructor(settings)

@@ -1,89 +1,60 @@
-"""Sink types: the built-ins by ``type``, and third-party ones from entry points.
+"""Sink types: the one table of built-ins, and third-party ones found through entry points.
 
-A third-party package registers a factory in the entry-point group ``notifier.sinks``::
+Every sink type, built in or not, is a factory of the same shape (``notifier.sinks.base.
+SinkFactory``): ``settings_model`` (a subclass of ``SinkBaseSettings`` with a ``type``) and
+``create(settings) -> Sink``. A third-party package registers its factory in the entry-point
+group ``notifier.sinks``::
 
     [project.entry-points."notifier.sinks"]
     pager = "my_package.sink:factory"
 
-The factory has ``settings_model`` (a subclass of ``SinkBaseSettings`` with ``type``) and
-``create(settings) -> Sink``. Its settings are validated at start-up like the built-ins'.
+Entry points are looked up only when a configuration names a type that is not built in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from notifier.errors import ConfigError
-from notifier.sinks.slack.config import SlackSinkSettings
-from notifier.sinks.stdout import StdoutSink, StdoutSinkSettings
-from notifier.sinks.webhook.config import WebhookSinkSettings
+from notifier.sinks import slack, stdout, webhook
 
 if TYPE_CHECKING:
-    from notifier.sinks.base import Sink
+    from collections.abc import Mapping
+
+    from notifier.sinks.base import Sink, SinkFactory
     from notifier.sinks.settings import SinkBaseSettings
 
-__all__ = ["BUILTIN_SINK_TYPES", "ENTRY_POINT_GROUP", "SinkFactory", "create_sink", "plugin_types"]
+__all__ = ["BUILTIN_SINKS", "ENTRY_POINT_GROUP", "create_sink", "factory_for", "validate_plugin"]
 
 ENTRY_POINT_GROUP = "notifier.sinks"
-BUILTIN_SINK_TYPES = ("webhook", "slack", "stdout")
 
-
-class SinkFactory(Protocol):
-    """What a sink type provides: its settings model and a constructor."""
-
-    @property
-    def settings_model(self) -> type[SinkBaseSettings]:
-        """The pydantic model of the sink's settings (with a ``type`` field)."""
-        ...
-
-    def create(self, settings: Any) -> Sink:
-        """A sink for validated ``settings`` (an instance of ``settings_model``)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Builtin:
-    settings_model: type[SinkBaseSettings]
-    kind: str
-
-    def create(self, settings: Any) -> Sink:
-        if self.kind == "webhook":
-            from notifier.sinks.webhook.sink import WebhookSink  # noqa: PLC0415 - aiohttp
-
-            return WebhookSink(settings)
-        if self.kind == "slack":
-            from notifier.sinks.slack.sink import SlackSink  # noqa: PLC0415
-
-            return SlackSink(settings)
-        return StdoutSink(settings)
-
-
-_BUILTINS: dict[str, SinkFactory] = {
-    "webhook": _Builtin(WebhookSinkSettings, "webhook"),
-    "slack": _Builtin(SlackSinkSettings, "slack"),
-    "stdout": _Builtin(StdoutSinkSettings, "stdout"),
+BUILTIN_SINKS: Mapping[str, SinkFactory] = {
+    "webhook": webhook.SINK_TYPE,
+    "slack": slack.SINK_TYPE,
+    "stdout": stdout.SINK_TYPE,
 }
+"""The built-in sink types, by the ``type`` a configuration names them with."""
 
 
 @cache
-def plugin_types() -> dict[str, Any]:
+def plugin_types() -> dict[str, EntryPoint]:
     """Entry points of installed third-party sinks, by type name (loaded on use)."""
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def factory_for(kind: str) -> SinkFactory:
     """The factory of a sink type; ``ConfigError`` naming the known types if there is none."""
-    if kind in _BUILTINS:
-        return _BUILTINS[kind]
+    if kind in BUILTIN_SINKS:
+        return BUILTIN_SINKS[kind]
     entry = plugin_types().get(kind)
     if entry is None:
-        known = ", ".join([*BUILTIN_SINK_TYPES, *sorted(plugin_types())])
-        raise ConfigError(f"unknown sink type {kind!r} (known: {known})")
+        installed = sorted(plugin_types())
+        extra = f"; installed: {', '.join(installed)}" if installed else ""
+        raise ConfigError(f"unknown sink type (built in: {', '.join(BUILTIN_SINKS)}{extra})")
     try:
         factory: SinkFactory = entry.load()
     except Exception as exc:  # noqa: BLE001 - a broken plugin is a configuration problem
@@ -92,10 +63,13 @@ def factory_for(kind: str) -> SinkFactory:
 
 
 def validate_plugin(settings: SinkBaseSettings, where: str) -> SinkBaseSettings:
-    """Validate a third-party sink's settings with its own model; errors name the key."""
-    if settings.type in _BUILTINS:
+    """A third-party sink's settings, validated by its own model; errors name ``where``."""
+    if settings.type in BUILTIN_SINKS:
         return settings
-    model = factory_for(settings.type).settings_model
+    try:
+        model = factory_for(settings.type).settings_model
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     try:
         return model.model_validate(settings.model_dump())
     except ValidationError as exc:

@@ -1,7 +1,8 @@
-"""What every sink's settings share: name, event types, filters, retry schedule."""
+"""What every sink's settings share: name, event types, filters, retry schedule, needs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
@@ -9,9 +10,22 @@ from pydantic import AfterValidator, Field, SecretStr, field_validator
 from notifier._model import Frozen, Name, Seconds
 from notifier.events import EventType
 
-__all__ = ["HttpUrlSecret", "RetrySettings", "SinkBaseSettings", "SinkFilter"]
+__all__ = ["DeliveryNeeds", "HttpUrlSecret", "RetrySettings", "SinkBaseSettings", "SinkFilter"]
 
 DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryNeeds:
+    """What a sink asks of the worker that feeds it.
+
+    ``concurrency``: deliveries in flight at once. ``worst_delivery``: seconds one delivery can
+    take at worst (a request's timeout, a batch's wait, some slack); a new worker waits this long
+    before it claims a dead worker's entries, so that no delivery in hand is duplicated.
+    """
+
+    concurrency: int
+    worst_delivery: float
 
 
 class SinkFilter(Frozen):
@@ -40,6 +54,10 @@ class SinkBaseSettings(Frozen):
     )
     filter: SinkFilter = SinkFilter()
     retry: RetrySettings = RetrySettings()
+
+    def delivery_needs(self) -> DeliveryNeeds:
+        """Eight deliveries at once, 15 s at worst; a sink type with knobs of its own overrides."""
+        return DeliveryNeeds(concurrency=8, worst_delivery=15.0)
 
     @field_validator("events")
     @classmethod

@@ -5,21 +5,25 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from notifier.sinks.base import Batching, Delivered, Failed, Outcome
-from notifier.sinks.settings import SinkBaseSettings
+from notifier.sinks.base import Batching, Delivered, Failed, Outcome, SinkType
+from notifier.sinks.settings import DeliveryNeeds, SinkBaseSettings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from notifier.sinks.base import Event
 
-__all__ = ["StdoutSink", "StdoutSinkSettings"]
+__all__ = ["SINK_TYPE", "StdoutSink", "StdoutSinkSettings"]
 
 
 class StdoutSinkSettings(SinkBaseSettings):
     """Writes each event as one JSON line to standard output."""
 
     type: Literal["stdout"] = "stdout"
+
+    def delivery_needs(self) -> DeliveryNeeds:
+        """One write at a time."""
+        return DeliveryNeeds(1, 15.0)
 
 
 class StdoutSink:
@@ -45,3 +49,6 @@ class StdoutSink:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+SINK_TYPE = SinkType(StdoutSinkSettings, StdoutSink)

@@ -1,37 +1,30 @@
-"""The Redis side of a sink worker: its consumer group, pending entries, retries, dead letters.
+"""The Redis side of a sink worker: its consumer group, pending entries and retry states.
 
-Per (cluster, sink): the consumer group ``sink:<sink>`` on ``P:{C}:events``, the hash
+Per (cluster, sink): the consumer group ``sink:<sink>`` on ``P:{C}:events`` and the hash
 ``P:{C}:retries:<sink>`` (entry id -> attempts, last status, next attempt, reason: only for
-events being retried), and the dead-letter stream ``P:{C}:dlq:<sink>``. All keys of a cluster
-share its hash tag, so the dead-letter script is atomic on a Redis Cluster too.
+events being retried). Dead letters are ``dead_letters.DeadLetters``; ``read_range`` pages
+through any stream (``replay`` and ``dlq`` read with it).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import ResponseError
 
-from notifier.events import iso_time
 from notifier.keys import sink_group
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from notifier.keys import ClusterKeys
     from notifier.redis_client import AnyRedis
-    from notifier.sinks.base import Event
 
-__all__ = ["Entry", "RetryState", "SinkStream"]
+__all__ = ["Entry", "RetryState", "SinkStream", "read_range"]
 
 Entry = tuple[str, dict[bytes, bytes]]
-
-_DEAD_LETTER = """
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HDEL', KEYS[3], ARGV[3])
-return 1
-"""
+PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +56,11 @@ class RetryState:
 class SinkStream:
     """One sink's view of one cluster stream."""
 
-    def __init__(self, redis: AnyRedis, keys: ClusterKeys, sink: str, *, maxlen: int) -> None:
+    def __init__(self, redis: AnyRedis, keys: ClusterKeys, sink: str) -> None:
         self._redis = redis
-        self._keys = keys
         self.stream = keys.events
         self.group = sink_group(sink)
-        self.dlq = keys.dlq(sink)
         self.retries = keys.retries(sink)
-        self._maxlen = maxlen
-        self._dead_letter = redis.register_script(_DEAD_LETTER)
 
     async def ensure_group(self) -> None:
         """Create the consumer group at the end of the stream if it does not exist yet.
@@ -180,48 +169,20 @@ class SinkStream:
                 pipe.hdel(self.retries, *retried)
             await pipe.execute()
 
-    async def dead_letter(
-        self,
-        entry_id: str,
-        fields: dict[bytes, bytes],
-        *,
-        reason: str,
-        attempts: int,
-        status: int | None,
-    ) -> None:
-        """Move one entry to the dead letters and acknowledge it, atomically."""
-        flat = _dead_fields(entry_id, fields, reason=reason, attempts=attempts, status=status)
-        await self._dead_letter(
-            keys=[self.dlq, self.stream, self.retries],
-            args=[self._maxlen, self.group, entry_id, *flat],
+
+async def read_range(redis: AnyRedis, key: str, start: str, end: str) -> AsyncIterator[list[Entry]]:
+    """The entries of a stream from ``start`` to ``end`` (inclusive ids), a page at a time."""
+    cursor = start
+    while True:
+        page = cast(
+            "list[tuple[bytes, dict[bytes, bytes]]]",
+            await redis.xrange(key, min=cursor, max=end, count=PAGE),
         )
-
-    async def dead_letter_copy(self, event: Event, *, reason: str, status: int | None) -> None:
-        """Add an event that is not pending (a replay) to the dead letters."""
-        fields = {b"event": event.body, b"type": event.type.encode(), b"id": event.id.encode()}
-        flat = _dead_fields(event.entry_id, fields, reason=reason, attempts=1, status=status)
-        await self._redis.xadd(
-            self.dlq,
-            dict(zip(flat[::2], flat[1::2], strict=True)),
-            maxlen=self._maxlen,
-            approximate=True,
-        )
-
-
-def _dead_fields(
-    entry_id: str, fields: dict[bytes, bytes], *, reason: str, attempts: int, status: int | None
-) -> list[bytes]:
-    dead = {
-        b"event": fields.get(b"event", b""),
-        b"type": fields.get(b"type", b""),
-        b"id": fields.get(b"id", b""),
-        b"entry": entry_id.encode(),
-        b"reason": reason.encode(),
-        b"attempts": str(attempts).encode(),
-        b"status": str(status or "").encode(),
-        b"failed_at": iso_time(int(time.time() * 1000)).encode(),
-    }
-    return [v for pair in dead.items() for v in pair]
+        if page:
+            yield [(entry_id.decode(), fields) for entry_id, fields in page]
+        if len(page) < PAGE:
+            return
+        cursor = "(" + page[-1][0].decode()
 
 
 def _text(value: Any) -> str:

@@ -1,13 +1,14 @@
-"""What a failed request means, and how long to wait before the next attempt."""
+"""Retrying inside the Storm client: the signal a failed attempt raises, and the backoff.
+
+What a status means and how to read ``Retry-After`` are shared with the sinks: ``notifier.http``.
+"""
 
 from __future__ import annotations
 
-import email.utils
-import math
 import random
 from dataclasses import dataclass
 
-__all__ = ["Backoff", "RetryableFailure", "is_retryable_status", "parse_retry_after"]
+__all__ = ["Backoff", "RetryableFailure"]
 
 
 class RetryableFailure(Exception):  # noqa: N818 - a signal inside the client, never escapes it
@@ -17,29 +18,6 @@ class RetryableFailure(Exception):  # noqa: N818 - a signal inside the client, n
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-
-
-def is_retryable_status(status: int) -> bool:
-    """408, 425, 429 and every 5xx are worth another attempt."""
-    return status in (408, 425, 429) or 500 <= status <= 599
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), 86400.0)
 
 
 @dataclass(frozen=True, slots=True)

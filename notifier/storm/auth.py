@@ -21,8 +21,9 @@ import msgspec
 import structlog
 
 from notifier.errors import StormAuthError
+from notifier.http import parse_retry_after, storm_retryable
 
-from ._retry import RetryableFailure, is_retryable_status, parse_retry_after
+from ._retry import RetryableFailure
 from .decode import decode_error_message, describe_status
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class LoginAuth:
     async def _attempt(self) -> tuple[str, float]:
         """Call the login endpoint: the token and its lifetime in seconds, or an error."""
         response = await self._login()
-        if is_retryable_status(response.status):
+        if storm_retryable(response.status):
             raise RetryableFailure(
                 f"login answered {describe_status(response.status, response.body)}",
                 retry_after=parse_retry_after(response.retry_after, self._wall_clock()),

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from notifier._model import PositiveSeconds, Seconds
-from notifier.sinks.settings import HttpUrlSecret, SinkBaseSettings
+from notifier.sinks.settings import DeliveryNeeds, HttpUrlSecret, SinkBaseSettings
 
 __all__ = ["SlackSinkSettings"]
 
@@ -22,3 +22,7 @@ class SlackSinkSettings(SinkBaseSettings):
         description="events of one (cluster, streamKey) within this become one message",
     )
     timeout: PositiveSeconds = Field(default=15.0, description="one request, answer included")
+
+    def delivery_needs(self) -> DeliveryNeeds:
+        """One message at a time (Slack paces each webhook); one takes its timeout plus a wait."""
+        return DeliveryNeeds(1, self.timeout + self.group_wait + 5.0)

@@ -17,10 +17,10 @@ import aiohttp
 import msgspec
 
 from notifier import __version__
+from notifier.http import parse_retry_after
 from notifier.sinks.base import Batching, Delivered, Failed, Outcome, Retry
 from notifier.sinks.http import classify, transport_failure
 from notifier.sinks.slack.message import build_message
-from notifier.storm._retry import parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Sequence

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from notifier._model import PositiveSeconds, Seconds
-from notifier.sinks.settings import HttpUrlSecret, SinkBaseSettings
+from notifier.sinks.settings import DeliveryNeeds, HttpUrlSecret, SinkBaseSettings
 
 __all__ = ["WebhookSinkSettings", "signing_key"]
 
@@ -48,6 +48,10 @@ class WebhookSinkSettings(SinkBaseSettings):
         default=1, ge=1, le=1000, description="events per request; above 1, a JSON array"
     )
     batch_wait: Seconds = Field(default=1.0, description="how long a batch may wait to fill up")
+
+    def delivery_needs(self) -> DeliveryNeeds:
+        """``concurrency`` requests at once; one takes its timeout plus a batch's wait."""
+        return DeliveryNeeds(self.concurrency, self.timeout + self.batch_wait + 5.0)
 
     @field_validator("secret", mode="before")
     @classmethod

@@ -2,60 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
+import os
+import sys
 from typing import TYPE_CHECKING
 
 import structlog
 
-from notifier import durations
-from notifier.simulator.faults import Faults
-from notifier.simulator.population import PopulationSettings
-from notifier.simulator.server import SimulatorSettings, running_simulator
+from notifier.commands._common import (
+    EXIT_OK,
+    duration,
+    load,
+    non_negative_float,
+    non_negative_int,
+    rate,
+    run_until_signal,
+)
+from notifier.logs import configure_logging
+from notifier.simulator import Faults, PopulationSettings, SimulatorSettings, running_simulator
 
 if TYPE_CHECKING:
+    import argparse
     import asyncio
 
-__all__ = ["configure_parser", "parse_duration", "run", "settings_from_args"]
+    from notifier.commands._common import Commands
+
+__all__ = ["configure_parser", "main", "register", "serve", "settings_from_args"]
 
 log = structlog.get_logger("notifier.simulator")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in "500ms", "2s", "1.5m", "1h" or a bare number of seconds (argparse type)."""
-    try:
-        return durations.parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} ({exc})") from None
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a rate: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -69,17 +42,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
     pop = parser.add_argument_group("audience")
     pop.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
-    pop.add_argument("--viewers", type=_count, default=defaults.viewers, help="initial viewers")
+    pop.add_argument(
+        "--viewers", type=non_negative_int, default=defaults.viewers, help="initial viewers"
+    )
     pop.add_argument(
         "--tick",
-        type=parse_duration,
+        type=duration,
         default=1.0,
         help="virtual time step, e.g. 1s or 500ms (0: never step; default 1s)",
     )
-    pop.add_argument("--join-rate", type=_rate, default=defaults.join_rate)
-    pop.add_argument("--leave-rate", type=_rate, default=defaults.leave_rate)
-    pop.add_argument("--health-change-rate", type=_rate, default=defaults.health_change_rate)
-    pop.add_argument("--no-data-rate", type=_rate, default=defaults.no_data_rate)
+    pop.add_argument("--join-rate", type=rate, default=defaults.join_rate)
+    pop.add_argument("--leave-rate", type=rate, default=defaults.leave_rate)
+    pop.add_argument("--health-change-rate", type=rate, default=defaults.health_change_rate)
+    pop.add_argument("--no-data-rate", type=rate, default=defaults.no_data_rate)
     pop.add_argument(
         "--extra-fields", action="store_true", help='add an undocumented "region" to every record'
     )
@@ -96,21 +71,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     auth.add_argument("--api-key", default=None, help="require this X-Api-Key on every request")
     auth.add_argument(
-        "--token-ttl", type=parse_duration, default=faults.token_ttl, help="login token lifetime"
+        "--token-ttl", type=duration, default=faults.token_ttl, help="login token lifetime"
     )
 
     fault = parser.add_argument_group("faults")
-    fault.add_argument("--max-rows-per-page", type=_count, default=faults.max_rows_per_page)
-    fault.add_argument("--fault-5xx", type=_rate, default=0.0, metavar="RATE")
-    fault.add_argument("--fault-429", type=_rate, default=0.0, metavar="RATE")
-    fault.add_argument("--retry-after", type=_non_negative, default=faults.retry_after, metavar="S")
-    fault.add_argument("--fault-slow", type=_rate, default=0.0, metavar="RATE")
     fault.add_argument(
-        "--slow-seconds", type=_non_negative, default=faults.slow_seconds, metavar="S"
+        "--max-rows-per-page", type=non_negative_int, default=faults.max_rows_per_page
     )
-    fault.add_argument("--fault-malformed", type=_rate, default=0.0, metavar="RATE")
-    fault.add_argument("--fault-reorder", type=_rate, default=0.0, metavar="RATE")
-    fault.add_argument("--churn-per-request", type=_count, default=0, metavar="N")
+    fault.add_argument("--fault-5xx", type=rate, default=0.0, metavar="RATE")
+    fault.add_argument("--fault-429", type=rate, default=0.0, metavar="RATE")
+    fault.add_argument(
+        "--retry-after", type=non_negative_float, default=faults.retry_after, metavar="S"
+    )
+    fault.add_argument("--fault-slow", type=rate, default=0.0, metavar="RATE")
+    fault.add_argument(
+        "--slow-seconds", type=non_negative_float, default=faults.slow_seconds, metavar="S"
+    )
+    fault.add_argument("--fault-malformed", type=rate, default=0.0, metavar="RATE")
+    fault.add_argument("--fault-reorder", type=rate, default=0.0, metavar="RATE")
+    fault.add_argument("--churn-per-request", type=non_negative_int, default=0, metavar="N")
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[SimulatorSettings, Faults]:
@@ -149,7 +128,30 @@ def settings_from_args(args: argparse.Namespace) -> tuple[SimulatorSettings, Fau
     return settings, faults
 
 
-async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
+def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """``notifier simulate --port N ...``."""
+    parser = commands.add_parser(
+        "simulate", parents=parents, help="serve a simulated Storm cluster API"
+    )
+    configure_parser(parser)
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; a config, if one is named, only sets up logging."""
+    if args.config is not None or os.environ.get("NOTIFIER_CONFIG"):
+        load(args)
+    else:
+        configure_logging(fmt="console" if sys.stderr.isatty() else "json")
+
+    async def until_stopped(stop: asyncio.Event) -> int:
+        await serve(args, stop)
+        return EXIT_OK
+
+    return run_until_signal(until_stopped)
+
+
+async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then shut down and log one summary line."""
     settings, faults = settings_from_args(args)
     async with running_simulator(settings, faults, host=args.host, port=args.port) as running:

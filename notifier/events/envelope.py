@@ -1,4 +1,4 @@
-"""The event envelope (SPEC section 4): CloudEvents 1.0, JSON, structured mode.
+"""The event envelope: CloudEvents 1.0, JSON, structured mode (``docs/events.md``).
 
 An event id is a name-based UUID (version 5) in the namespace of the cluster's epoch (a UUID
 made once, when its state is first created in Redis) over the event's sequence number, type
@@ -16,10 +16,23 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import msgspec
 
+from notifier.events.emissions import Connected, Disconnected, HealthChanged
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["EVENT_TYPES", "EventType", "encode_event", "event_id", "iso_time"]
+    from notifier.events.emissions import Emission
+
+__all__ = [
+    "CONTENT_TYPE",
+    "EVENT_TYPES",
+    "EventType",
+    "encode_emission",
+    "encode_event",
+    "event_id",
+    "iso_time",
+    "render_data",
+]
 
 EventType = Literal[
     "viewer.connected",
@@ -59,6 +72,39 @@ def event_id(epoch: str, sequence: int, event_type: str = "", viewer_id: str = "
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def render_data(emission: Emission) -> dict[str, Any]:
+    """The event's ``data`` fields besides ``viewer``, as ``docs/events.md`` documents them."""
+    if isinstance(emission, Connected):
+        return {}
+    if isinstance(emission, Disconnected):
+        return {"lastSeenAt": iso_time(emission.last_seen_at)}
+    if isinstance(emission, HealthChanged):
+        return {
+            "previous": {
+                "healthScore": _number(emission.previous_score),
+                "healthGrade": emission.previous_grade,
+            },
+            "threshold": _number(emission.threshold),
+        }
+    raise TypeError(f"not an emission: {type(emission).__name__}")
+
+
+def encode_emission(
+    emission: Emission, *, cluster: str, sequence: int, epoch: str, time_ms: int
+) -> tuple[str, bytes]:
+    """The id and JSON of the event an emission becomes at ``sequence``."""
+    return encode_event(
+        cluster=cluster,
+        event_type=emission.type,
+        viewer_id=emission.viewer_id,
+        record=emission.record,
+        data=render_data(emission),
+        sequence=sequence,
+        epoch=epoch,
+        time_ms=time_ms,
+    )
+
+
 def encode_event(
     *,
     cluster: str,
@@ -85,3 +131,10 @@ def encode_event(
         "data": {"viewer": msgspec.Raw(record), **data},
     }
     return identifier, _encoder.encode(event)
+
+
+def _number(value: float | None) -> float | int | None:
+    """Whole numbers as ints, the way the API writes scores."""
+    if value is not None and value == int(value):
+        return int(value)
+    return value

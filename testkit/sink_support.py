@@ -1,4 +1,5 @@
-"""Events in a real stream, and a sink worker running against it, for delivery tests."""
+"""Events in a real stream, a sink worker running against it, and the settings and read-backs
+the delivery tests share."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from notifier.events import EventType, encode_event
 from notifier.keys import ClusterKeys, sink_group
+from notifier.sinks.control import SinkControl
 from notifier.sinks.stream import SinkStream
-from notifier.sinks.worker import SinkControl, SinkWorker
+from notifier.sinks.webhook import WebhookSinkSettings
+from notifier.sinks.worker import SinkWorker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -21,11 +24,15 @@ if TYPE_CHECKING:
 
     from notifier.sinks.base import Sink
     from notifier.sinks.settings import SinkBaseSettings
+    from testkit.receivers import WebhookReceiver
 
 KEYS = ClusterKeys("notifier", "eu-1")
 EPOCH = "8a7c9d1e-1111-4222-8333-944455556666"
 STREAM_KEYS = ["live-1", "live-2", "backstage"]
 COUNTRIES = ["PL", "DE", "FR"]
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+FAST = {"schedule": ["0s", "50ms", "100ms", "150ms", "200ms"]}
+"""A retry schedule of milliseconds: five attempts within half a second."""
 
 
 def make_events(count: int, viewers: int, *, seed: int = 1) -> list[dict[str, Any]]:
@@ -90,7 +97,7 @@ async def publish(redis: Redis, events: list[dict[str, Any]], keys: ClusterKeys 
 
 async def create_group(redis: Redis, sink: str, keys: ClusterKeys = KEYS) -> None:
     """The consumer group, as a poller or worker makes it at start-up."""
-    await SinkStream(redis, keys, sink, maxlen=100_000).ensure_group()
+    await SinkStream(redis, keys, sink).ensure_group()
 
 
 async def pending(redis: Redis, sink: str, keys: ClusterKeys = KEYS) -> int:
@@ -145,4 +152,25 @@ def by_viewer(items: list[dict[str, Any]]) -> dict[str, list[int]]:
         out.setdefault(item["subject"] if "subject" in item else item["viewer"], []).append(
             item["sequence"]
         )
+    return out
+
+
+def webhook(url: str, **extra: Any) -> WebhookSinkSettings:
+    """Settings of a webhook sink ``hooks`` posting to ``url`` with ``SECRET`` and ``FAST``."""
+    return WebhookSinkSettings.model_validate(
+        {"name": "hooks", "url": url, "secret": SECRET, "retry": FAST, "timeout": "2s", **extra}
+    )
+
+
+async def dead_letters(redis: Redis, sink: str = "hooks") -> list[dict[bytes, bytes]]:
+    """The fields of a sink's dead letters, oldest first."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(KEYS.dlq(sink))  # type: ignore[assignment]
+    return [fields for _, fields in entries]
+
+
+def received_events(receiver: WebhookReceiver) -> list[dict[str, Any]]:
+    """Every event a receiver accepted, batches unpacked, in arrival order."""
+    out: list[dict[str, Any]] = []
+    for item in receiver.received:
+        out += item.json if isinstance(item.json, list) else [item.json]
     return out

@@ -20,36 +20,93 @@ from aiohttp import web
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
-from notifier.detect.rules import Track, detect
 from notifier.simulator import Faults, Simulator, SimulatorSettings
-from notifier.storm.decode import decode_viewer
+from notifier.storm.decode import Viewer, decode_viewer
 
 if TYPE_CHECKING:
-    from notifier.config import DetectionSettings
+    from notifier.config import DetectionSettings, HealthSettings
     from notifier.keys import ClusterKeys
     from notifier.redis_client import AnyRedis
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Measurement = tuple[float, str | None]  # (healthScore, healthGrade) of a poll with data
 
 
 def expected_events(
     states: list[list[dict[str, Any]]], settings: DetectionSettings
 ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Per viewer, the (type, data without lastSeenAt) the rules give over ``states``."""
-    tracked: dict[str, Track] = {}
+    """Per viewer, the (type, data without lastSeenAt) the rules give over ``states``.
+
+    An oracle of its own, not ``notifier.detect.rules``: each viewer keeps the poll it was last
+    seen in and its measurements since it connected, and every rule of ``docs/events.md`` is
+    read straight off that history. ``tests/test_oracle.py`` checks it against ``detect()``.
+    """
+    watched: dict[str, _Watched] = {}
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for at, records in enumerate(states):
-        seen = {}
+        present: dict[str, tuple[dict[str, Any], Viewer]] = {}
         for record in records:
             viewer = decode_viewer(json.dumps(record, separators=(",", ":")).encode())
-            seen[viewer.id] = viewer
-        detection = detect(tracked, seen, polled_at=at, settings=settings)
-        for emission in detection.emissions:
-            data = {"viewer": json.loads(emission.record), **emission.data}
-            data.pop("lastSeenAt", None)
-            out.setdefault(emission.viewer_id, []).append((emission.type, data))
-        tracked = detection.state
+            present[viewer.id] = (json.loads(json.dumps(record)), viewer)
+        for viewer_id, (record, viewer) in present.items():
+            events = out.setdefault(viewer_id, [])
+            if viewer_id not in watched:
+                events.append(("viewer.connected", {"viewer": record}))
+                watched[viewer_id] = _Watched()
+            seen = watched[viewer_id]
+            seen.record, seen.last_poll = record, at
+            if viewer.health is not None:
+                change = seen.measure((viewer.health, viewer.health_grade), settings.health)
+                if change is not None:
+                    kind, previous, threshold = change
+                    data = {"viewer": record, "previous": previous, "threshold": threshold}
+                    events.append((kind, data))
+        for viewer_id, seen in list(watched.items()):
+            if at - seen.last_poll >= settings.disconnect_after_missed_polls:
+                out[viewer_id].append(("viewer.disconnected", {"viewer": seen.record}))
+                del watched[viewer_id]
     return out
+
+
+@dataclass
+class _Watched:
+    """One connected viewer, as the oracle sees it."""
+
+    record: dict[str, Any] = field(default_factory=dict)  # the last record seen
+    last_poll: int = 0  # index of the last poll that listed it
+    dropped: bool = False
+    history: list[Measurement] = field(default_factory=list)  # every measurement since connect
+
+    def measure(
+        self, measurement: Measurement, health: HealthSettings
+    ) -> tuple[str, dict[str, Any], float | int | None] | None:
+        """Record one measurement; the (type, previous, threshold) of a change it completes.
+
+        A change needs the last ``consecutive_polls`` measurements all across the threshold;
+        those that made the change before cannot count again, as ``recover_at >= drop_below``.
+        """
+        self.history.append(measurement)
+        n = health.consecutive_polls
+        recent = self.history[-n:]
+        if self.dropped:
+            kind, threshold = "viewer.health_recovered", health.recover_at
+            crossed = all(score >= threshold for score, _ in recent)
+        else:
+            kind, threshold = "viewer.health_dropped", health.drop_below
+            crossed = all(score < threshold for score, _ in recent)
+        if len(recent) < n or not crossed:
+            return None
+        before: tuple[float | None, str | None] = (None, None)
+        if len(self.history) > n:  # the last measurement before the crossing began
+            before = self.history[-n - 1]
+        self.dropped = not self.dropped
+        previous = {"healthScore": _whole(before[0]), "healthGrade": before[1]}
+        return kind, previous, _whole(threshold)
+
+
+def _whole(value: float | None) -> float | int | None:
+    """Whole numbers as ints, as the API writes scores (and as events carry them)."""
+    return int(value) if value is not None and float(value).is_integer() else value
 
 
 async def stream_events(redis: AnyRedis, key: str) -> list[dict[str, Any]]:

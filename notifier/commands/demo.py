@@ -24,8 +24,11 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from notifier.commands._common import duration, run_until_signal
 from notifier.config import Settings
+from notifier.errors import ConfigError
 from notifier.events import EVENT_TYPES
+from notifier.logs import configure_logging
 from notifier.service import Service
 from notifier.simulator import Faults, PopulationSettings, SimulatorSettings, running_simulator
 from notifier.sinks.base import Batching, Delivered, Outcome
@@ -34,11 +37,13 @@ from notifier.sinks.webhook.config import signing_key
 from notifier.sinks.webhook.sink import sign
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
+    from notifier.commands._common import Commands
     from notifier.sinks.base import Event
 
-__all__ = ["run_demo"]
+__all__ = ["main", "register", "run_demo"]
 
 TOKEN = "demo-token"  # noqa: S105 - the simulator's own stand-in credential
 ICONS = {
@@ -130,7 +135,7 @@ class _View:
         stats.add_column(justify="right")
         poller = service.pollers[0] if service.pollers else None
         hooks = service.sinks.get("hooks")
-        tracked = len(poller._snapshot.tracked) if poller and poller._snapshot else 0
+        tracked = poller.tracked if poller else 0
         rows = [
             ("viewers tracked", tracked),
             ("polls committed", poller.commits if poller else 0),
@@ -270,3 +275,33 @@ async def _stop_after(stop: asyncio.Event, duration: float | None) -> None:
     if duration is not None:
         await asyncio.sleep(duration)
         stop.set()
+
+
+def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """``notifier demo [--duration D] [--viewers N] [--seed S]``."""
+    parser = commands.add_parser(
+        "demo",
+        parents=parents,
+        help="everything on this machine with no setup: simulator, embedded Redis, sinks",
+    )
+    parser.add_argument(
+        "--duration",
+        type=duration,
+        metavar="D",
+        help="stop by itself after this long (e.g. 20s); default: until Ctrl-C",
+    )
+    parser.add_argument("--viewers", type=int, default=300, help="simulated audience (default 300)")
+    parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the demo until ``--duration`` or Ctrl-C."""
+    if args.viewers < 1:
+        raise ConfigError("--viewers must be at least 1")
+    configure_logging(fmt="console", level="error")
+    return run_until_signal(
+        lambda stop: run_demo(
+            duration=args.duration, viewers=args.viewers, seed=args.seed, stop=stop
+        )
+    )

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from notifier.keys import ClusterKeys, sink_group
+from notifier.redis_client import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,13 +26,12 @@ if TYPE_CHECKING:
     from notifier.config import Settings
     from notifier.metrics import Metrics
     from notifier.redis_client import AnyRedis
-    from notifier.sinks.worker import SinkControl
+    from notifier.sinks.control import SinkControl
 
 __all__ = ["Endpoint"]
 
 log = structlog.get_logger("notifier.endpoint")
 REDIS_TIMEOUT = 2.0
-REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 @dataclass

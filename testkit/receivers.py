@@ -331,7 +331,7 @@ class SlackStandIn(_StandIn):
     ``min_interval`` old (on ``clock``); 400 ``invalid_payload`` when the body is not a JSON
     object; 400 ``invalid_blocks`` when ``validate`` raises AssertionError (the message is
     kept in ``invalid`` and the attempt's ``detail``); else 200 ``ok``. ``validate``
-    defaults to ``tests.slack_validation.assert_valid_slack_payload``, imported at start.
+    defaults to ``testkit.slack_validation.assert_valid_slack_payload``, imported at start.
 
     A scripted reply is answered as it is, without the rate limit or validation; a scripted
     2xx still accepts a message whose body is a JSON object. Another path is answered 404
@@ -366,7 +366,7 @@ class SlackStandIn(_StandIn):
     async def start(self) -> None:
         """Resolve the payload validator, then listen on a free port of 127.0.0.1."""
         if self._validate is None:
-            from .slack_validation import assert_valid_slack_payload  # noqa: PLC0415
+            from testkit.slack_validation import assert_valid_slack_payload  # noqa: PLC0415
 
             self._validate = assert_valid_slack_payload
         await super().start()

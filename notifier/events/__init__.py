@@ -1,0 +1,56 @@
+"""The wire: events as emitted, as written to a stream, as read back, and as dead letters.
+
+``emissions`` (what the rules decide) → ``envelope`` (CloudEvents JSON, ids, times) →
+``entry`` (the stream entry's fields, and ``Event``, an entry read back) → ``dead_letter``.
+Everything that writes or parses one of these formats goes through this package.
+"""
+
+from notifier.events.dead_letter import DeadLetter
+from notifier.events.emissions import (
+    Connected,
+    Disconnected,
+    Emission,
+    HealthChange,
+    HealthChanged,
+)
+from notifier.events.entry import (
+    ENTRY_FIELDS,
+    EVENT_FIELD,
+    EncodedEvent,
+    Event,
+    UnreadableEvent,
+    decode_event,
+)
+from notifier.events.envelope import (
+    CONTENT_TYPE,
+    EVENT_TYPES,
+    EventType,
+    encode_emission,
+    encode_event,
+    event_id,
+    iso_time,
+    render_data,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "ENTRY_FIELDS",
+    "EVENT_FIELD",
+    "EVENT_TYPES",
+    "Connected",
+    "DeadLetter",
+    "Disconnected",
+    "Emission",
+    "EncodedEvent",
+    "Event",
+    "EventType",
+    "HealthChange",
+    "HealthChanged",
+    "UnreadableEvent",
+    "decode_event",
+    "encode_emission",
+    "encode_event",
+    "event_id",
+    "iso_time",
+    "render_data",
+]

@@ -1,0 +1,1 @@
+"""The HTTP side of ``notifier run``: ``/metrics``, ``/healthz``, ``/readyz``."""

@@ -1,0 +1,111 @@
+"""The Slack sink against a stand-in that validates with ``slack_sdk`` and rate-limits like Slack:
+grouped Block Kit messages, pacing, revoked webhooks, invalid payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from notifier.sinks.control import SinkControl
+from notifier.sinks.slack.config import SlackSinkSettings
+from notifier.sinks.slack.sink import SlackSink
+from testkit.receivers import SlackStandIn, slack_reply
+from testkit.sink_support import (
+    FAST,
+    create_group,
+    dead_letters,
+    make_events,
+    pending,
+    publish,
+    running_worker,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+def slack(url: str, **extra: Any) -> SlackSinkSettings:
+    """Settings of a Slack sink ``ops`` posting to ``url``, grouping for 200 ms."""
+    return SlackSinkSettings.model_validate(
+        {"name": "ops", "webhook_url": url, "group_wait": "200ms", "retry": FAST, **extra}
+    )
+
+
+@pytest.mark.timeout(90)
+async def test_slack_gets_valid_grouped_messages_never_faster_than_one_a_second(
+    redis: Redis,
+) -> None:
+    """Three streams' events become grouped Block Kit messages, paced to 1/s, all delivered."""
+    events = make_events(60, 12)
+    async with SlackStandIn() as stand_in:
+        stand_in.respond(slack_reply(429, "rate_limited", retry_after=1))
+        await create_group(redis, "ops")
+        await publish(redis, events)
+        settings = slack(stand_in.url)
+        control = SinkControl("ops")
+        async with running_worker(
+            SlackSink(settings), settings, redis, control=control, concurrency=2
+        ):
+            await asyncio.wait_for(control.wait_until(lambda c: c.delivered >= 60), 80)
+        assert stand_in.invalid == []
+        assert all(gap >= 0.99 for gap in stand_in.intervals())
+        assert control.dead_lettered == 0
+        texts = " ".join(m.payload["text"] for m in stand_in.messages)
+        for stream_key in ("live-1", "live-2", "backstage"):
+            assert stream_key in texts
+        counted = re.findall(r"(\d+) (?:joined|left|health dropped|recovered)", texts)
+        assert sum(int(n) for n in counted) == 60  # every event is in exactly one message
+        assert await pending(redis, "ops") == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(403, "invalid_token"), (404, "channel_not_found"), (410, "channel_is_archived")],
+)
+async def test_slack_revoked_webhooks_pause(redis: Redis, status: int, reason: str) -> None:
+    """403/404/410 from Slack pause the sink; nothing is dead-lettered."""
+    events = make_events(3, 1)
+    async with SlackStandIn() as stand_in:
+        stand_in.respond(slack_reply(status, reason))
+        await create_group(redis, "ops")
+        await publish(redis, events)
+        settings = slack(stand_in.url, group_wait="0s")
+        async with running_worker(SlackSink(settings), settings, redis) as control:
+            await control.wait_until(lambda c: c.paused is not None)
+        assert reason in (control.paused or "")
+        assert await dead_letters(redis, "ops") == []
+        assert await pending(redis, "ops") == 3
+
+
+async def test_slack_invalid_payload_dead_letters(redis: Redis) -> None:
+    """Slack's 400 invalid_payload goes to the dead letters, and the sink carries on."""
+    events = make_events(2, 1)
+    async with SlackStandIn() as stand_in:
+        stand_in.respond(slack_reply(400, "invalid_payload"))
+        await create_group(redis, "ops")
+        await publish(redis, events[:1])
+        settings = slack(stand_in.url, group_wait="0s")
+        async with running_worker(SlackSink(settings), settings, redis) as control:
+            await control.wait_until(lambda c: c.dead_lettered > 0)
+            await publish(redis, events[1:])
+            await stand_in.wait_for(1)
+        (dead,) = await dead_letters(redis, "ops")
+        assert dead[b"reason"] == b"HTTP 400: invalid_payload"
+
+
+async def test_slack_rate_limits_use_up_no_attempt(redis: Redis) -> None:
+    """Three 429s on a two-step schedule: still delivered, nothing dead-lettered."""
+    events = make_events(1, 1)
+    async with SlackStandIn() as stand_in:
+        stand_in.respond(*[slack_reply(429, "rate_limited", retry_after=0)] * 3)
+        await create_group(redis, "ops")
+        await publish(redis, events)
+        settings = slack(stand_in.url, group_wait="0s", retry={"schedule": ["0s", "10ms"]})
+        async with running_worker(SlackSink(settings), settings, redis) as control:
+            await control.wait_until(lambda c: c.delivered == 1)
+        assert control.dead_lettered == 0
+        assert [a.status for a in stand_in.attempts] == [429, 429, 429, 200]
