@@ -23,14 +23,21 @@ class Metrics:
         r = self.registry
         self.polls = Counter(
             "notifier_polls",
-            "Polls of a Storm cluster by outcome (complete, incomplete, committed, dropped)",
+            "Polls of a Storm cluster by outcome: complete, incomplete, committed, dropped, fenced",
             ["cluster", "outcome"],
             registry=r,
         )
         self.poll_duration = Histogram(
             "notifier_poll_duration_seconds",
-            "Time to read every page of a cluster",
+            "Time of one poll cycle: fetch and decode every page, look up, detect, encode, commit",
             ["cluster"],
+            buckets=_POLL_BUCKETS,
+            registry=r,
+        )
+        self.poll_phase = Histogram(
+            "notifier_poll_phase_seconds",
+            "Time of each phase of a poll cycle (fetch, lookup, detect, commit)",
+            ["cluster", "phase"],
             buckets=_POLL_BUCKETS,
             registry=r,
         )

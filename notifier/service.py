@@ -173,7 +173,12 @@ class Service:
                 cluster,
                 settings.detection,
                 client=client,
-                store=StateStore(redis, keys, maxlen=settings.streams.maxlen),
+                store=StateStore(
+                    redis,
+                    keys,
+                    maxlen=settings.streams.maxlen,
+                    chunk_ops=settings.detection.commit_chunk,
+                ),
                 lease=Lease(
                     redis, keys.lease, keys.fence, self.owner, ttl=settings.detection.leader_lease
                 ),

@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 __all__ = ["MAX_LOOKUPS", "Poller", "next_slot"]
 
 MAX_LOOKUPS = 2000  # absent viewers confirmed per poll; a larger exodus is real, not drift
+_DROPPED = {
+    CommitOutcome.STALE: "the state in Redis moved on",
+    CommitOutcome.PENDING: "a large commit was half applied: it is finished on reload",
+    CommitOutcome.UNSTAGED: "the staged chunks of this commit were gone before it was published",
+}
 
 
 def next_slot(previous: float, interval: float, now: float) -> float:
@@ -87,6 +92,8 @@ class Poller:
         self.commits = 0
         self.events = 0
         self.tracked = 0  # viewers tracked after the last committed poll
+        self._phases: dict[str, float] = {}  # the current cycle's phases, seconds
+        self._slow = False
         self._log = structlog.get_logger("notifier.poller").bind(cluster=cluster.name)
 
     # --- the loop --------------------------------------------------------------------------------
@@ -128,12 +135,28 @@ class Poller:
         await self._give_up_lease()
 
     async def cycle(self) -> None:
-        """One scheduled slot: make sure we lead, then poll and commit."""
+        """One scheduled slot: make sure we lead, then poll and commit.
+
+        ``notifier_poll_duration_seconds`` times the whole of it (fetch, decode, lookup, detect,
+        encode, commit), ``notifier_poll_phase_seconds`` each phase.
+        """
         if not self._lease.held and not await self._try_lead():
             return
+        started = self._clock()
+        self._phases = {}
         poll = await self._client.poll()
         name = self._cluster.name
-        self._metrics.poll_duration.labels(name).observe(poll.duration)
+        self._phase("fetch", poll.duration)
+        try:
+            await self._apply_complete(poll)
+        finally:
+            took = self._clock() - started
+            self._metrics.poll_duration.labels(name).observe(took)
+            self._pace(took)
+
+    async def _apply_complete(self, poll: Poll) -> None:
+        """Commit a complete poll; an incomplete one changes nothing (and is said once)."""
+        name = self._cluster.name
         if not poll.complete:
             self._metrics.polls.labels(name, "incomplete").inc()
             self._storm_state(ok=False, error=poll.error)
@@ -160,34 +183,40 @@ class Poller:
         computed from the reloaded state.
         """
         polled_at = int(poll.started_at * 1000)
+        began = self._clock()
         snapshot = self._snapshot or await self._load()
         confirmed, count_misses = await self._confirm_absent(poll, snapshot)
-        detection = detect(
-            snapshot.tracked,
-            poll.viewers,
-            confirmed=confirmed,
-            count_misses=count_misses,
-            polled_at=polled_at,
-            settings=self._detection,
+        began = self._phase("lookup", self._clock() - began)
+        # Pure CPU work, off the event loop: the lease keeper and I/O run meanwhile.
+        detection, events = await asyncio.to_thread(
+            self._compute, snapshot, poll, confirmed, count_misses, polled_at
         )
-        detection = self._with_refreshed_records(detection)
-        events = self._encode(detection, snapshot, polled_at)
+        began = self._phase("detect", self._clock() - began)
         lease = self._lease.value
         if lease is None:
             return
         outcome, generation = await self._store.commit(
             snapshot, detection, events, lease=lease, polled_at=polled_at
         )
+        self._phase("commit", self._clock() - began)
         if outcome is not CommitOutcome.COMMITTED:
             self._snapshot = None
             if outcome is CommitOutcome.FENCED:
+                self._metrics.polls.labels(self._cluster.name, "fenced").inc()
+                self._log.error(
+                    "poller.commit_fenced",
+                    events=len(events),
+                    effect="this replica no longer leads the cluster: the poll was not written"
+                    " (another replica polls, or this one will once it takes the lease again)",
+                    hint="a poll that outlasts detection.leader_lease, or a paused process",
+                )
                 self._lease.forget()
                 self._set_leading(leading=False, reason="fenced")
             else:
                 self._metrics.polls.labels(self._cluster.name, "dropped").inc()
                 self._log.info(
                     "poller.poll_dropped",
-                    reason="the state in Redis moved on",
+                    reason=_DROPPED[outcome],
                     generation=generation,
                     expected=snapshot.generation,
                 )
@@ -221,8 +250,54 @@ class Poller:
             writes=len(detection.upserts),
         )
 
+    def _compute(
+        self,
+        snapshot: Snapshot,
+        poll: Poll,
+        confirmed: Mapping[str, Viewer],
+        count_misses: bool,
+        polled_at: int,
+    ) -> tuple[Detection, list[EncodedEvent]]:
+        """Detection and encoding of one poll (runs in a worker thread)."""
+        detection = detect(
+            snapshot.tracked,
+            poll.viewers,
+            confirmed=confirmed,
+            count_misses=count_misses,
+            polled_at=polled_at,
+            settings=self._detection,
+        )
+        detection = self._with_refreshed_records(detection)
+        return detection, self._encode(detection, snapshot, polled_at)
+
+    def _phase(self, phase: str, seconds: float) -> float:
+        """Record one phase's time; returns the clock, to time the next phase from."""
+        self._phases[phase] = seconds
+        self._metrics.poll_phase.labels(self._cluster.name, phase).observe(seconds)
+        return self._clock()
+
+    def _pace(self, took: float) -> None:
+        """Warn once when polls outrun ``poll_interval`` or near the lease; once when not."""
+        interval, lease = self._cluster.poll_interval, self._detection.leader_lease
+        slow = took > interval or took > lease / 2
+        if slow and not self._slow:
+            phase, seconds = max(self._phases.items(), key=lambda kv: kv[1], default=("-", 0.0))
+            self._log.warning(
+                "poller.poll_slow",
+                seconds=round(took, 2),
+                poll_interval=interval,
+                leader_lease=lease,
+                slowest_phase=phase,
+                phase_seconds=round(seconds, 2),
+                effect="polls start late (missed slots are skipped); near the lease, a commit"
+                " may be fenced",
+            )
+        elif not slow and self._slow:
+            self._log.info("poller.poll_pace_recovered", seconds=round(took, 2))
+        self._slow = slow
+
     async def _load(self) -> Snapshot:
-        snapshot = await self._store.load()
+        snapshot = await self._store.load(lease=self._lease.value)
         self._written = dict.fromkeys(snapshot.tracked, 0)  # unknown age: refresh them first
         return snapshot
 

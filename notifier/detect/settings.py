@@ -36,6 +36,14 @@ class DetectionSettings(Frozen):
     leader_lease: PositiveSeconds = Field(
         default=5.0, description="lease of the poller leading a cluster; replicas take over after"
     )
+    commit_chunk: int = Field(
+        default=2000,
+        ge=10,
+        le=100_000,
+        description="state changes and events per Redis script at most: a larger poll (a first"
+        " poll of a big audience) is staged, then applied in chunks of this size, so that Redis"
+        " is never busy with one script for long",
+    )
     record_refresh: Seconds = Field(
         default=60.0,
         description="rewrite each tracked viewer's newest record in Redis at least this often"

@@ -1,182 +1,80 @@
-"""The tracked state of one cluster in Redis, and the atomic commit of one poll.
+"""The tracked state of one cluster in Redis, and the commit of one poll: exactly once, in
+bounded pieces.
 
-Layout (see ``notifier.keys``): ``P:{C}:viewers`` maps viewer id -> tracked state (``TrackCodec``),
+Layout (see ``notifier.keys``): ``P:{C}:viewers`` maps viewer id -> tracked state (``codec``),
 ``P:{C}:meta`` holds ``generation`` (bumped by every commit), ``sequence`` (the last event's),
-``epoch`` (a UUID that seeds event ids), ``polls`` and ``polled_at``.
+``epoch`` (a UUID that seeds event ids), ``polls``, ``polled_at``, ``commit`` (the last commit's
+id) and, while a staged commit is being applied, ``pending``, ``pending_chunks`` and ``applied``.
 
-One Lua script per poll checks the generation the poller computed against and the leader's
-fencing token, writes only the changed entries, XADDs the events and bumps the generation:
-all or nothing. Each commit carries an id, so a copy re-sent by the client after a lost reply
-is answered "ok" rather than "stale". A crash or a lost reply at any point therefore emits no
-event twice and loses none: a poller that is unsure drops the poll, reloads the state, and
-computes the next poll from what Redis holds.
+**A small poll** (at most ``CHUNK_OPS`` upserts, deletes and events) is one Lua script: it
+checks the generation the poller computed against and the leader's fencing token, writes the
+changed entries, XADDs the events and bumps the generation; all or nothing.
+
+**A large poll** (a first poll of 100k viewers) would block Redis for seconds as one script, so
+it goes in three steps, none of which runs long:
+
+1. *stage*: its chunks (each at most ``CHUNK_OPS`` operations) are written to ``P:{C}:stage``,
+   a hash that nothing else reads, cleared first (by the leader, never while a commit is
+   pending) and expiring if abandoned; a crash here leaves the state as it was, and the next
+   poll re-derives everything;
+2. *publish*: one short script checks generation and fencing token and marks the commit
+   ``pending`` with its generation, sequence and poll count: from here on the poll *is*
+   committed;
+3. *apply*: one script per chunk, fenced, writes that chunk's state changes and XADDs its
+   events together and advances ``applied``; applying a chunk twice does nothing. If the poller
+   dies or loses its lease half-way, whoever loads the state next (``load``, under the lease)
+   applies the rest first, so every event reaches the stream exactly once and in order.
+
+Each commit carries an id, so a copy re-sent by the client after a lost reply is answered "ok"
+rather than "stale". A poller that is unsure of an outcome drops its cached state and reloads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from notifier.detect.rules import Track
+from notifier.detect.codec import TrackCodec, pack_chunk
+from notifier.detect.scripts import APPLY, CLEAR_STAGE, COMMIT, META, PUBLISH
 from notifier.errors import StateError
 from notifier.events import ENTRY_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from notifier.detect.rules import Detection
+    from notifier.detect.rules import Detection, Track
     from notifier.events import EncodedEvent
     from notifier.keys import ClusterKeys
     from notifier.redis_client import AnyRedis
 
-__all__ = ["Checkpoint", "CommitOutcome", "Snapshot", "StateStore", "TrackCodec"]
+__all__ = [
+    "CHUNK_OPS",
+    "Checkpoint",
+    "CommitOutcome",
+    "Snapshot",
+    "StateStore",
+    "TrackCodec",
+]
 
-_LOAD = """
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
-"""
-
-_COMMIT = """
-local meta, viewers, events, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local generation = tonumber(redis.call('HGET', meta, 'generation') or '0')
-if generation ~= tonumber(ARGV[1]) then
-  -- The same commit sent twice (a client that re-sends after a lost reply) is not stale.
-  if redis.call('HGET', meta, 'commit') == ARGV[9] then return {'ok', generation} end
-  return {'stale', generation}
-end
-if redis.call('GET', lease) ~= ARGV[2] then return {'fenced', generation} end
-local maxlen = ARGV[3]
-local upserts, deletes, count = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local i = 13
-while upserts > 0 do
-  local batch = {}
-  local n = math.min(upserts, 500)
-  for _ = 1, n do
-    batch[#batch + 1] = ARGV[i]
-    batch[#batch + 1] = ARGV[i + 1]
-    i = i + 2
-  end
-  redis.call('HSET', viewers, unpack(batch))
-  upserts = upserts - n
-end
-while deletes > 0 do
-  local batch = {}
-  local n = math.min(deletes, 1000)
-  for _ = 1, n do
-    batch[#batch + 1] = ARGV[i]
-    i = i + 1
-  end
-  redis.call('HDEL', viewers, unpack(batch))
-  deletes = deletes - n
-end
-local f1, f2, f3 = ARGV[10], ARGV[11], ARGV[12]  -- the entry's field names (events.entry)
-for _ = 1, count do
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
-             f1, ARGV[i], f2, ARGV[i + 1], f3, ARGV[i + 2])
-  i = i + 3
-end
-if ARGV[5] == '' then
-  redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4], 'commit', ARGV[9])
-else
-  redis.call('HSET', meta, 'generation', generation + 1, 'sequence', ARGV[4], 'commit', ARGV[9],
-             'polled_at', ARGV[5])
-  redis.call('HINCRBY', meta, 'polls', 1)
-end
-return {'ok', generation + 1}
-"""
-
-
-class _TrackV1(msgspec.Struct, array_like=True, tag=1, gc=False):
-    """Layout 1 of a tracked viewer: a msgpack array whose first element is the tag ``1``.
-
-    The field order here *is* the stored layout: append fields (with defaults) in a new tag,
-    never reorder. ``Track`` (the rules' view) may change freely.
-    """
-
-    record: bytes
-    seen_at: int
-    missed: int
-    dropped: bool
-    streak: int
-    anchor_score: float | None
-    anchor_grade: str | None
-    last_score: float | None
-    last_grade: str | None
-    unlisted: int
-
-
-class _TrackV0(msgspec.Struct, array_like=True, gc=False):
-    """The layout before tags (release 0.1): the same fields, untagged; read, never written."""
-
-    record: bytes
-    seen_at: int
-    missed: int = 0
-    dropped: bool = False
-    streak: int = 0
-    anchor_score: float | None = None
-    anchor_grade: str | None = None
-    last_score: float | None = None
-    last_grade: str | None = None
-    unlisted: int = 0
-
-
-class TrackCodec:
-    """How a tracked viewer is stored in ``P:{C}:viewers``: tagged msgpack, older layouts read."""
-
-    _encode = msgspec.msgpack.Encoder().encode
-    _decode_v1 = msgspec.msgpack.Decoder(_TrackV1).decode
-    _decode_v0 = msgspec.msgpack.Decoder(_TrackV0).decode
-
-    @classmethod
-    def encode(cls, track: Track) -> bytes:
-        """The stored form of ``track`` (the current layout)."""
-        return cls._encode(
-            _TrackV1(
-                track.record,
-                track.seen_at,
-                track.missed,
-                track.dropped,
-                track.streak,
-                track.anchor_score,
-                track.anchor_grade,
-                track.last_score,
-                track.last_grade,
-                track.unlisted,
-            )
-        )
-
-    @classmethod
-    def decode(cls, blob: bytes) -> Track:
-        """A stored track of any known layout; ``msgspec`` errors if it is none of them."""
-        stored: _TrackV1 | _TrackV0
-        try:
-            stored = cls._decode_v1(blob)
-        except msgspec.ValidationError:
-            stored = cls._decode_v0(blob)
-        return Track(
-            record=stored.record,
-            seen_at=stored.seen_at,
-            missed=stored.missed,
-            dropped=stored.dropped,
-            streak=stored.streak,
-            anchor_score=stored.anchor_score,
-            anchor_grade=stored.anchor_grade,
-            last_score=stored.last_score,
-            last_grade=stored.last_grade,
-            unlisted=stored.unlisted,
-        )
+CHUNK_OPS = 2000
+"""Upserts, deletes and events in one script at most: about 20 ms of Redis time."""
+LOAD_PAGE = 2000  # viewers per HSCAN page
+STAGE_TTL_MS = 15 * 60 * 1000  # an abandoned stage (a crash before publishing) goes away
 
 
 class CommitOutcome(enum.Enum):
-    """What the commit script did."""
+    """What a commit did."""
 
     COMMITTED = "ok"  # applied; the generation moved on by one
     STALE = "stale"  # Redis is not at the generation the poll was computed against
     FENCED = "fenced"  # this poller no longer holds the cluster's lease
+    PENDING = "pending"  # another commit is half applied: reload (which finishes it) first
+    UNSTAGED = "unstaged"  # the staged chunks were not all there (expired): nothing changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,31 +98,71 @@ class Checkpoint:
 class StateStore:
     """Loads and commits one cluster's state. Pass in the Redis client."""
 
-    def __init__(self, redis: AnyRedis, keys: ClusterKeys, *, maxlen: int) -> None:
+    def __init__(
+        self, redis: AnyRedis, keys: ClusterKeys, *, maxlen: int, chunk_ops: int = CHUNK_OPS
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._maxlen = maxlen
-        self._load = redis.register_script(_LOAD)
-        self._commit = redis.register_script(_COMMIT)
+        self._chunk_ops = chunk_ops
+        self._meta = redis.register_script(META)
+        self._commit = redis.register_script(COMMIT)
+        self._publish = redis.register_script(PUBLISH)
+        self._apply = redis.register_script(APPLY)
+        self._clear_stage = redis.register_script(CLEAR_STAGE)
+        self.chunks_applied = 0  # staged chunks this store applied (its own and rolled forward)
 
-    async def load(self) -> Snapshot:
-        """Everything tracked, read atomically with the generation it belongs to."""
-        # Load the commit script now: a first EVALSHA that misses would send a large first
-        # commit twice (NOSCRIPT, then again after loading).
-        await self._redis.script_load(_COMMIT)
-        keys = [self._keys.meta, self._keys.viewers]
-        meta_pairs, viewer_pairs = await self._load(keys=keys, args=[str(uuid.uuid4())])
-        meta = _pairs(meta_pairs)
+    # --- loading -------------------------------------------------------------------------------
+
+    async def load(self, *, lease: str | None = None) -> Snapshot:
+        """Everything tracked, as of one generation, read in pages (no long command).
+
+        A commit left half applied is finished first, under ``lease`` (``StateError`` without
+        one). Pages are read under the lease, so no commit lands in between; should the
+        generation move all the same, the read starts again.
+        """
+        # Load the scripts now: a first EVALSHA that misses would send a large commit twice.
+        for script in (COMMIT, APPLY):
+            await self._redis.script_load(script)
+        for _ in range(3):
+            meta = await self._read_meta()
+            if "pending" in meta:
+                if lease is None:
+                    raise StateError(
+                        f"{self._keys.meta}: commit {meta['pending']} is half applied;"
+                        " it is finished by the cluster's leader when it loads the state"
+                    )
+                await self._roll_forward(meta, lease)
+                meta = await self._read_meta()
+            tracked = await self._read_viewers()
+            if (await self._read_meta()).get("generation") == meta.get("generation"):
+                return self._snapshot(meta, tracked)
+        raise StateError(f"{self._keys.meta}: the generation kept moving while the state was read")
+
+    async def _read_meta(self) -> dict[str, str]:
+        return _pairs(await self._meta(keys=[self._keys.meta], args=[str(uuid.uuid4())]))
+
+    async def _read_viewers(self) -> dict[str, Track]:
         tracked: dict[str, Track] = {}
-        for raw_id, blob in zip(viewer_pairs[::2], viewer_pairs[1::2], strict=True):
-            viewer_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            try:
-                tracked[viewer_id] = TrackCodec.decode(blob)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise StateError(
-                    f"{self._keys.viewers}: entry {viewer_id!r} is not a state this version"
-                    f" wrote ({exc}); fix or delete that field"
-                ) from None
+        cursor = 0
+        decode = TrackCodec.decode
+        while True:
+            reply = await self._redis.hscan(self._keys.viewers, cursor, count=LOAD_PAGE)
+            cursor, page = int(reply[0]), cast("dict[bytes, bytes]", reply[1])
+            for raw_id, blob in page.items():
+                viewer_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                try:
+                    tracked[viewer_id] = decode(blob)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise StateError(
+                        f"{self._keys.viewers}: entry {viewer_id!r} is not a state this version"
+                        f" wrote ({exc}); fix or delete that field"
+                    ) from None
+            if not cursor:
+                return tracked
+            await asyncio.sleep(0)  # let the lease keeper run between pages
+
+    def _snapshot(self, meta: dict[str, str], tracked: dict[str, Track]) -> Snapshot:
         try:
             return Snapshot(
                 generation=int(meta.get("generation", 0)),
@@ -237,6 +175,24 @@ class StateStore:
                 f"{self._keys.meta}: unreadable generation, sequence or epoch ({exc})"
             ) from None
 
+    async def _roll_forward(self, meta: dict[str, str], lease: str) -> None:
+        commit = meta["pending"]
+        try:
+            first, last = int(meta.get("applied", 0)) + 1, int(meta["pending_chunks"])
+        except (KeyError, ValueError):
+            raise StateError(f"{self._keys.meta}: unreadable pending commit {commit}") from None
+        for chunk in range(first, last + 1):
+            status = await self._apply_chunk(commit, chunk, lease)
+            if status == "fenced":
+                raise StateError(f"{self._keys.lease}: lost the lease while finishing {commit}")
+            if status not in ("ok", "done"):
+                raise StateError(
+                    f"{self._keys.stage}: chunk {chunk} of published commit {commit} is"
+                    f" {status}; the stream may lack its events"
+                )
+
+    # --- committing ----------------------------------------------------------------------------
+
     async def commit(
         self,
         snapshot: Snapshot,
@@ -247,32 +203,125 @@ class StateStore:
         polled_at: int | None,
         commit_id: str | None = None,
     ) -> tuple[CommitOutcome, int]:
-        """Apply one poll atomically; returns the outcome and the generation Redis is now at.
+        """Commit one poll; returns the outcome and the generation Redis is now at.
 
         ``polled_at`` is the poll's start (ms); None for a checkpoint, which counts no poll.
+        Small polls are one script, large ones staged and applied in chunks (module doc).
         """
-        args: list[Any] = [
+        commit = commit_id or uuid.uuid4().hex  # a re-sent copy is recognised, not stale
+        head = [
             snapshot.generation,
             lease,
-            self._maxlen,
+            commit,
             snapshot.sequence + len(events),
             "" if polled_at is None else polled_at,
+        ]
+        ops = len(detection.upserts) + len(detection.deletes) + len(events)
+        if ops <= self._chunk_ops:
+            return await self._commit_one(head, detection, events)
+        return await self._commit_staged(head, detection, events)
+
+    async def _commit_one(
+        self, head: list[Any], detection: Detection | Checkpoint, events: Sequence[EncodedEvent]
+    ) -> tuple[CommitOutcome, int]:
+        encode = TrackCodec.encode
+        args: list[Any] = [
+            *head,
+            self._maxlen,
             len(detection.upserts),
             len(detection.deletes),
             len(events),
-            commit_id or uuid.uuid4().hex,  # a re-sent copy is recognised, not called stale
             *ENTRY_FIELDS,
         ]
-        encode = TrackCodec.encode
         for viewer_id, track in detection.upserts.items():
             args += (viewer_id, encode(track))
         args += detection.deletes
         for event in events:
             args += event.values()
-        keys = [self._keys.meta, self._keys.viewers, self._keys.events, self._keys.lease]
-        outcome, generation = await self._commit(keys=keys, args=args)
-        status = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-        return CommitOutcome(status), int(generation)
+        keys = [self._keys.meta, self._keys.lease, self._keys.viewers, self._keys.events]
+        return _outcome(await self._commit(keys=keys, args=args))
+
+    async def _commit_staged(
+        self, head: list[Any], detection: Detection | Checkpoint, events: Sequence[EncodedEvent]
+    ) -> tuple[CommitOutcome, int]:
+        commit, lease = head[2], head[1]
+        stage = self._keys.stage
+        cleared = await self._clear_stage(
+            keys=[self._keys.meta, self._keys.lease, stage], args=[lease]
+        )
+        cleared = cleared.decode() if isinstance(cleared, bytes) else str(cleared)
+        if cleared != "ok":
+            return CommitOutcome(cleared), head[0]
+        chunks = 0
+        writes: list[asyncio.Task[Any]] = []
+        try:
+            for upserts, deletes, chunk_events in _split(detection, events, self._chunk_ops):
+                chunks += 1
+                blob = pack_chunk(upserts, deletes, chunk_events)
+                field = f"{commit}:{chunks}"
+                writes.append(asyncio.ensure_future(self._redis.hset(stage, field, blob)))
+                await asyncio.sleep(0)  # Redis takes this chunk while the next is packed
+            await asyncio.gather(*writes)
+            await self._redis.pexpire(stage, STAGE_TTL_MS)
+        except BaseException:
+            for write in writes:
+                write.cancel()
+            raise
+        keys = [self._keys.meta, self._keys.lease, stage]
+        outcome, generation = _outcome(await self._publish(keys=keys, args=[*head, chunks]))
+        if outcome is not CommitOutcome.COMMITTED:
+            return outcome, generation  # the stage is cleared by the next large commit, or expires
+        for chunk in range(1, chunks + 1):
+            status = await self._apply_chunk(commit, chunk, lease)
+            if status == "fenced":  # published: the next leader applies the rest when it loads
+                return CommitOutcome.FENCED, generation
+            if status not in ("ok", "done"):
+                raise StateError(f"{stage}: chunk {chunk} of a published commit is {status}")
+        return outcome, generation
+
+    async def _apply_chunk(self, commit: str, chunk: int, lease: str) -> str:
+        keys = [
+            self._keys.meta,
+            self._keys.lease,
+            self._keys.viewers,
+            self._keys.events,
+            self._keys.stage,
+        ]
+        status = await self._apply(
+            keys=keys, args=[lease, commit, chunk, self._maxlen, *ENTRY_FIELDS]
+        )
+        text = status.decode() if isinstance(status, bytes) else str(status)
+        if text == "ok":
+            self.chunks_applied += 1
+        return text
+
+
+def _split(
+    detection: Detection | Checkpoint, events: Sequence[EncodedEvent], limit: int
+) -> list[tuple[list[tuple[str, bytes]], list[str], list[EncodedEvent]]]:
+    """The commit in chunks of at most ``limit`` operations: state changes first, then the
+    events in stream order (a chunk may hold both)."""
+    encode = TrackCodec.encode
+    ops: list[tuple[int, Any]] = [(0, (v, encode(t))) for v, t in detection.upserts.items()]
+    ops += [(1, viewer_id) for viewer_id in detection.deletes]
+    ops += [(2, event) for event in events]
+    chunks = []
+    for start in range(0, len(ops), limit):
+        part = ops[start : start + limit]
+        chunks.append(
+            (
+                [item for kind, item in part if kind == 0],
+                [item for kind, item in part if kind == 1],
+                [item for kind, item in part if kind == 2],
+            )
+        )
+    return chunks
+
+
+def _outcome(reply: list[Any]) -> tuple[CommitOutcome, int]:
+    status, generation = reply
+    text = status.decode() if isinstance(status, bytes) else str(status)
+    return CommitOutcome(text), int(generation)
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
