@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog.testing
 from aiohttp import web
 
 from notifier.config import DetectionSettings
@@ -19,6 +20,7 @@ from notifier.errors import StateError
 from notifier.events import EncodedEvent
 from notifier.keys import ClusterKeys
 from notifier.lease import Lease
+from notifier.metrics import Metrics
 from notifier.simulator import Change, Faults, PopulationSettings, SimulatorSettings
 from notifier.storm import StormClient, Viewer, create_session
 from testkit.detection_support import (
@@ -218,15 +220,70 @@ def test_polls_start_on_a_fixed_grid_and_skip_missed_slots() -> None:
 
 @asynccontextmanager
 async def poller_for(
-    url: str, redis: Redis, detection: DetectionSettings, **cluster: Any
+    url: str,
+    redis: Redis,
+    detection: DetectionSettings,
+    metrics: Metrics | None = None,
+    **cluster: Any,
 ) -> AsyncIterator[Poller]:
     settings = cluster_settings(url, **cluster)
     async with create_session(settings) as session:
         client = StormClient(settings, session, backoff=FAST_BACKOFF)
         store = StateStore(redis, KEYS, maxlen=100_000)
         lease = Lease(redis, KEYS.lease, KEYS.fence, f"test-{uuid.uuid4().hex[:6]}", ttl=30)
-        yield Poller(settings, detection, client=client, store=store, lease=lease)
+        yield Poller(settings, detection, client=client, store=store, lease=lease, metrics=metrics)
         await client.aclose()
+
+
+SMALL = SimulatorSettings(population=PopulationSettings(seed=5, viewers=30))
+
+
+async def test_a_fenced_commit_is_an_error_line_and_a_metric(redis_url: str, redis: Redis) -> None:
+    """Another replica took the lease while this one polled: nothing written, said loudly."""
+    metrics = Metrics()
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            lockstep(SMALL, Faults(), redis_url, KEYS) as sim,
+            poller_for(sim.url, redis, DetectionSettings(), metrics) as poller,
+        ):
+            await poller.cycle()
+            assert await sim.polls() == 1
+            await redis.delete(KEYS.lease)
+            assert await Lease(redis, KEYS.lease, KEYS.fence, "other", ttl=30).acquire()
+            await poller.cycle()
+            assert await sim.polls() == 1
+    (fenced,) = [e for e in logs if e["event"] == "poller.commit_fenced"]
+    assert fenced["log_level"] == "error"
+    labels = {"cluster": "sim", "outcome": "fenced"}
+    assert metrics.registry.get_sample_value("notifier_polls_total", labels) == 1
+
+
+async def test_a_poll_slower_than_its_interval_is_said_once_with_its_slowest_phase(
+    redis_url: str, redis: Redis
+) -> None:
+    """poll_interval 1ms: every cycle overruns; one warning names the phase, and the whole
+    cycle is in notifier_poll_duration_seconds, each phase in notifier_poll_phase_seconds."""
+    metrics = Metrics()
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            lockstep(SMALL, Faults(), redis_url, KEYS) as sim,
+            poller_for(sim.url, redis, DetectionSettings(), metrics, poll_interval="1ms") as poller,
+        ):
+            for _ in range(3):
+                await poller.cycle()
+    (slow,) = [e for e in logs if e["event"] == "poller.poll_slow"]
+    assert slow["log_level"] == "warning"
+    assert slow["slowest_phase"] in ("fetch", "lookup", "detect", "commit")
+    assert slow["seconds"] >= 0.001
+    count = metrics.registry.get_sample_value
+    assert count("notifier_poll_duration_seconds_count", {"cluster": "sim"}) == 3
+    for phase in ("fetch", "lookup", "detect", "commit"):
+        assert count("notifier_poll_phase_seconds_count", {"cluster": "sim", "phase": phase}) == 3
+    whole = count("notifier_poll_duration_seconds_sum", {"cluster": "sim"})
+    fetch = count("notifier_poll_phase_seconds_sum", {"cluster": "sim", "phase": "fetch"})
+    assert whole is not None
+    assert fetch is not None
+    assert whole >= fetch
 
 
 async def test_events_match_the_ground_truth_through_faults(redis_url: str, redis: Redis) -> None:
