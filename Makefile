@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?= --duration 60
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install demo test lint format bench bench-quick clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,11 @@ bench: $(STAMP)  ## benchmarks side by side: a 100k-viewer poll, detection, deli
 	$(BIN)/python -m bench.poll
 	$(BIN)/python -m bench.detect
 	$(BIN)/python -m bench.deliver
+
+bench-quick: $(STAMP)  ## every benchmark once, small (about a minute): fails only if one breaks
+	$(BIN)/python -m bench.poll --viewers 5000 --page-sizes 1000 --runs 1
+	$(BIN)/python -m bench.detect --viewers 5000 --sizes 2000,5000 --changes 100 --runs 1
+	$(BIN)/python -m bench.deliver --events 2000 --viewers 200 --runs 1
 
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -8,7 +8,7 @@ as a separate process (``notifier simulate --tick 0``) and reads the audience fr
 (``--sizes``) are the first n viewers of that poll. For each audience size it times, side by side
 in one run:
 
-1. ``first poll``: ``detect()`` of an empty state against every viewer, ``Poller._encode`` of one
+1. ``first poll``: ``detect()`` of an empty state against every viewer, ``encode_poll`` of one
    ``viewer.connected`` event each, and ``StateStore.commit`` (n upserts and n XADDs in one
    script) on fresh keys.
 2. ``steady poll, no change``: the same three steps with the cached state of the audience; the
@@ -46,11 +46,13 @@ import gc
 import io
 import pstats
 import random
+import re
 import statistics
 import sys
 import tempfile
 import time
 import tracemalloc
+import uuid
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from itertools import islice
@@ -63,7 +65,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from bench.poll import BenchError, cluster_settings, load, machine, simulator
 from notifier.config import DetectionSettings, StreamSettings
-from notifier.detect.poller import Poller
+from notifier.detect.poller import encode_poll
 from notifier.detect.rules import detect
 from notifier.detect.store import CommitOutcome, Snapshot, StateStore
 from notifier.keys import ClusterKeys
@@ -84,6 +86,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "detect.md"
 PAGE_SIZE = 1000
 CONCURRENCY = 4
 PREFIX = "bench"
+SLOWLOG_KEEP = 100_000  # slowlog-max-len while the benchmark runs
+SLOWLOG_OVER_US = 1000  # commands of 1 ms and more are kept
+XADD_TARGET = 0.5  # first-poll events/s into Redis at least this share of redis-benchmark XADD
+LONGEST_TARGET = 0.050  # seconds: no single Redis command or script longer
 SEED = 7
 MB = 1_000_000
 
@@ -178,11 +184,20 @@ async def drop(redis: Redis, keys: ClusterKeys) -> None:
     await redis.delete(keys.meta, keys.viewers, keys.events, keys.lease, keys.fence)
 
 
-async def blocked_seconds(redis: Redis, command: str) -> float:
-    """Redis's own time in ``command`` since the last ``CONFIG RESETSTAT``."""
+async def blocked_seconds(redis: Redis, command: str | None = None) -> float:
+    """Redis's own time in ``command`` (None: every command but the benchmark's own) since the
+    last ``CONFIG RESETSTAT``."""
     stats: dict[str, Any] = await redis.info("commandstats")
-    entry: dict[str, Any] = stats.get(f"cmdstat_{command}", {})
-    return float(entry.get("usec", 0)) / 1e6
+    if command is not None:
+        return float(stats.get(f"cmdstat_{command}", {}).get("usec", 0)) / 1e6
+    own = ("cmdstat_config", "cmdstat_info", "cmdstat_slowlog")
+    return sum(float(v.get("usec", 0)) for k, v in stats.items() if not k.startswith(own)) / 1e6
+
+
+async def longest_command(redis: Redis) -> float:
+    """The longest single command since the last ``SLOWLOG RESET`` (seconds)."""
+    entries = await redis.slowlog_get(SLOWLOG_KEEP)
+    return max((int(e["duration"]) for e in entries), default=0) / 1e6
 
 
 # --- one pass of each row -------------------------------------------------------------------------
@@ -197,6 +212,7 @@ class Sample:
     call: float = 0.0
     blocked: float | None = None
     writes: tuple[int, int, int] | None = None  # upserts, deletes, events
+    longest: float | None = None  # the longest single Redis command of the pass
 
     @property
     def total(self) -> float:
@@ -211,7 +227,6 @@ class Size:
         self,
         redis: Redis,
         polls: Polls,
-        poller: Poller,
         settings: DetectionSettings,
         changes: int,
     ) -> None:
@@ -219,7 +234,6 @@ class Size:
         self.polls = polls
         self.size = len(polls.audience)
         self.changes = changes
-        self._poller = poller
         self._settings = settings
         self._base: Cluster | None = None
         self._base_snapshot: Snapshot | None = None
@@ -268,18 +282,20 @@ class Size:
         polled_at = int(time.time() * 1000)
         gc.collect()
         await self.redis.config_resetstat()
+        await self.redis.slowlog_reset()
         started = time.perf_counter()
         detection = detect(
             snapshot.tracked, seen, confirmed={}, polled_at=polled_at, settings=self._settings
         )
         detected = time.perf_counter()
-        events = self._poller._encode(detection, snapshot, polled_at)
+        events = encode_poll(cluster.keys.cluster, detection, snapshot, polled_at)
         encoded = time.perf_counter()
         outcome, generation = await cluster.store.commit(
             snapshot, detection, events, lease=cluster.lease, polled_at=polled_at
         )
         committed = time.perf_counter()
-        blocked = await blocked_seconds(self.redis, "evalsha")
+        blocked = await blocked_seconds(self.redis)
+        longest = await longest_command(self.redis)
         if outcome is not CommitOutcome.COMMITTED:
             raise BenchError(f"{cluster.keys.base}: the commit was {outcome.value}")
         after = Snapshot(
@@ -295,6 +311,7 @@ class Size:
             call=committed - encoded,
             blocked=blocked,
             writes=writes,
+            longest=longest,
         )
         return after, sample
 
@@ -335,13 +352,15 @@ class Size:
         base, _ = self.base
         gc.collect()
         await self.redis.config_resetstat()
+        await self.redis.slowlog_reset()
         started = time.perf_counter()
         snapshot = await base.store.load()
         elapsed = time.perf_counter() - started
-        blocked = await blocked_seconds(self.redis, "evalsha")
+        blocked = await blocked_seconds(self.redis)
+        longest = await longest_command(self.redis)
         if len(snapshot.tracked) != self.size:
             raise BenchError(f"loaded {len(snapshot.tracked):,} viewers, expected {self.size:,}")
-        return Sample(call=elapsed, blocked=blocked)
+        return Sample(call=elapsed, blocked=blocked, longest=longest)
 
     async def hgetall(self) -> Sample:
         """Row 5: the bare HGETALL of the base keys' viewers hash."""
@@ -434,6 +453,8 @@ class Results:
     samples: dict[tuple[int, str], list[Sample]] = field(default_factory=dict)
     memory: Memory | None = None
     redis_version: str = ""
+    xadd_rates: list[float] = field(default_factory=list)  # redis-benchmark XADD, events/s
+    event_bytes: int = 0
 
     def add(self, size: int, row: str, sample: Sample) -> None:
         """Record one pass."""
@@ -449,14 +470,6 @@ async def prepare(
     client = StormClient(settings, session)
     stack.push_async_callback(client.aclose)
     detection = DetectionSettings(confirm_with_lookup=False)
-    keys = ClusterKeys(PREFIX, "poller")
-    poller = Poller(
-        settings,
-        detection,
-        client=client,
-        store=StateStore(redis, keys, maxlen=StreamSettings().maxlen),
-        lease=Lease(redis, keys.lease, keys.fence, "bench", ttl=3600),
-    )
     poll = await client.poll()
     if not poll.complete or len(poll.viewers) != args.viewers:
         raise BenchError(f"{POLL}: complete={poll.complete}, {len(poll.viewers):,} viewers")
@@ -464,7 +477,7 @@ async def prepare(
     for n in args.sizes:
         print(f"  preparing {n:,} viewers", file=sys.stderr)
         polls = make_polls(poll.viewers, n, args.changes, detection.health.recover_at)
-        size = Size(redis, polls, poller, detection, args.changes)
+        size = Size(redis, polls, detection, args.changes)
         await size.setup()
         sizes.append(size)
     return client, sizes
@@ -473,6 +486,8 @@ async def prepare(
 async def run(args: argparse.Namespace, sim: Simulator, redis: Redis) -> Results:
     """Warm up every row once, then time ``args.runs`` interleaved rounds."""
     async with contextlib.AsyncExitStack() as stack:
+        await redis.config_set("slowlog-log-slower-than", SLOWLOG_OVER_US)
+        await redis.config_set("slowlog-max-len", SLOWLOG_KEEP)
         client, sizes = await prepare(stack, redis, sim, args)
         results = Results(redis_version=str((await redis.info("server"))["redis_version"]))
         passes: list[tuple[int, str, Callable[[], Awaitable[Sample]]]] = [
@@ -491,7 +506,33 @@ async def run(args: argparse.Namespace, sim: Simulator, redis: Redis) -> Results
             for size_n, name, row in passes[shift:] + passes[:shift]:
                 results.add(size_n, name, await row())
         results.memory = await state_memory(sizes[-1])
+        results.event_bytes, results.xadd_rates = await xadd_baseline(redis, sizes[-1], args.runs)
     return results
+
+
+async def xadd_baseline(redis: Redis, size: Size, runs: int) -> tuple[int, list[float]]:
+    """``redis-benchmark -P 32`` XADD of events of the first poll's median size, on this same
+    server: what Redis itself takes in, with nothing of ours in the way."""
+    snapshot = Snapshot(generation=0, sequence=0, epoch=str(uuid.uuid4()), tracked={})
+    detection = detect({}, size.polls.audience, polled_at=0, settings=DetectionSettings())
+    bodies = sorted(len(e.body) for e in encode_poll("c", detection, snapshot, 0))
+    body = bodies[len(bodies) // 2]
+    port = str(redis.connection_pool.connection_kwargs["port"])
+    rates = []
+    for _ in range(runs):
+        process = await asyncio.create_subprocess_exec(
+            "redis-benchmark", "-p", port, "-P", "32", "-n", str(size.size), "-q",
+            "XADD", "bench:xadd", "*", "type", "viewer.connected", "id", "0" * 36,
+            "event", "x" * body,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 300)
+        found = re.findall(r"([\d.]+) requests per second", out.decode())
+        if process.returncode or not found:
+            raise BenchError(f"redis-benchmark said: {out[-200:]!r} {err[-200:]!r}")
+        rates.append(float(found[-1]))
+        await redis.delete("bench:xadd")
+    return body, rates
 
 
 async def profile(args: argparse.Namespace, sim: Simulator, redis: Redis) -> str:
@@ -540,6 +581,35 @@ def median(samples: Sequence[Sample], part: str) -> float | None:
     return statistics.median(numbers) if len(numbers) == len(values) else None
 
 
+def big_event(results: Results, large: int) -> list[str]:
+    """Section (c): the first poll of the largest audience against what Redis takes in."""
+    firsts = results.samples.get((large, FIRST), [])
+    if not firsts or not results.xadd_rates:
+        return []
+    rate = large / statistics.median(s.total for s in firsts)
+    baseline = statistics.median(results.xadd_rates)
+    ratio = rate / baseline
+    longest = max(s.longest or 0.0 for rows in results.samples.values() for s in rows)
+    low, high = min(results.xadd_rates), max(results.xadd_rates)
+    return [
+        "",
+        f"## A big event: the first poll of {large:,} viewers into Redis",
+        "",
+        "| figure | baseline, same run | storm-notifier | ratio | target |",
+        "|---|---|---:|---:|---|",
+        (
+            f"| events/s into Redis (detect + encode + commit) | `redis-benchmark -P 32` XADD of"
+            f" {results.event_bytes:,}-byte events: {baseline:,.0f}/s ({low:,.0f}-{high:,.0f})"
+            f" | {rate:,.0f}/s | {ratio:.2f}x | >= {XADD_TARGET}x"
+            f" ({'met' if ratio >= XADD_TARGET else 'NOT met'}) |"
+        ),
+        (
+            f"| longest single Redis command, every row (SLOWLOG) | - | {ms(longest)} ms | - "
+            f"| <= {ms(LONGEST_TARGET)} ms ({'met' if longest <= LONGEST_TARGET else 'NOT met'}) |"
+        ),
+    ]
+
+
 def report(results: Results, args: argparse.Namespace, loads: tuple[str, str]) -> str:
     """The Markdown report."""
     sizes: list[int] = args.sizes
@@ -570,9 +640,9 @@ def report(results: Results, args: argparse.Namespace, loads: tuple[str, str]) -
         "",
         (
             "| audience | row | detect ms | encode ms | Redis call ms | Redis blocked ms "
-            "| total median ms | total best ms | upserts / deletes / events |"
+            "| longest command ms | total median ms | total best ms | upserts / deletes / events |"
         ),
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (size, name), samples in results.samples.items():
         cycle = samples[0].writes is not None
@@ -582,6 +652,7 @@ def report(results: Results, args: argparse.Namespace, loads: tuple[str, str]) -
             f"| {ms(median(samples, 'detect')) if cycle else '-'} "
             f"| {ms(median(samples, 'encode')) if cycle else '-'} "
             f"| {ms(median(samples, 'call'))} | {ms(median(samples, 'blocked'))} "
+            f"| {ms(max(s.longest for s in samples if s.longest is not None)) if cycle else '-'} "
             f"| {ms(median(samples, 'total'))} | {ms(min(s.total for s in samples))} "
             f"| {' / '.join(f'{w:,}' for w in writes) if writes else '-'} |"
         )
@@ -613,7 +684,7 @@ def report(results: Results, args: argparse.Namespace, loads: tuple[str, str]) -
             f"Redis blocked time ({'independent of' if ratios['blocked'] <= 2 else 'GROWS with'} "
             f"the audience) and x{ratios['detect']:.1f} the detect time"
         )
-    lines += ["", *verdicts]
+    lines += ["", *verdicts, *big_event(results, large)]
     polls = results.samples.get((args.viewers, POLL), [])
     if polls and large == args.viewers:
         fetch = statistics.median(s.total for s in polls)

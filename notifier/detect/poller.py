@@ -26,7 +26,7 @@ from notifier._aio import wait_event
 from notifier.detect.rules import Track, detect
 from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot
 from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
-from notifier.events import EncodedEvent, encode_emission
+from notifier.events import EncodedEvent, Envelope
 from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from notifier.storm import Poll, StormClient, Viewer
     from notifier.storm.settings import ClusterSettings
 
-__all__ = ["MAX_LOOKUPS", "Poller", "next_slot"]
+__all__ = ["MAX_LOOKUPS", "Poller", "encode_poll", "next_slot"]
 
 MAX_LOOKUPS = 2000  # absent viewers confirmed per poll; a larger exodus is real, not drift
 _DROPPED = {
@@ -56,6 +56,19 @@ def next_slot(previous: float, interval: float, now: float) -> float:
     if slot < now:
         slot += ((now - slot) // interval + 1) * interval
     return slot
+
+
+def encode_poll(
+    cluster: str, detection: Detection, snapshot: Snapshot, polled_at: int
+) -> list[EncodedEvent]:
+    """The events of one poll, numbered on from ``snapshot.sequence``, in emission order."""
+    envelope = Envelope(cluster=cluster, epoch=snapshot.epoch, time_ms=polled_at)
+    encode = envelope.encode_emission
+    events = []
+    for sequence, emission in enumerate(detection.emissions, start=snapshot.sequence + 1):
+        event_id, body = encode(emission, sequence)
+        events.append(EncodedEvent(type=emission.type, id=event_id, body=body))
+    return events
 
 
 class Poller:
@@ -366,18 +379,7 @@ class Poller:
     def _encode(
         self, detection: Detection, snapshot: Snapshot, polled_at: int
     ) -> list[EncodedEvent]:
-        events = []
-        name = self._cluster.name
-        for offset, emission in enumerate(detection.emissions, start=1):
-            event_id, body = encode_emission(
-                emission,
-                cluster=name,
-                sequence=snapshot.sequence + offset,
-                epoch=snapshot.epoch,
-                time_ms=polled_at,
-            )
-            events.append(EncodedEvent(type=emission.type, id=event_id, body=body))
-        return events
+        return encode_poll(self._cluster.name, detection, snapshot, polled_at)
 
     # --- leadership -----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from notifier.events.entry import (
 from notifier.events.envelope import (
     CONTENT_TYPE,
     EVENT_TYPES,
+    Envelope,
     EventType,
     encode_emission,
     encode_event,
@@ -42,6 +43,7 @@ __all__ = [
     "Disconnected",
     "Emission",
     "EncodedEvent",
+    "Envelope",
     "Event",
     "EventType",
     "HealthChange",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTENT_TYPE",
     "EVENT_TYPES",
+    "Envelope",
     "EventType",
     "encode_emission",
     "encode_event",
@@ -59,17 +60,71 @@ def _namespace(epoch: str) -> bytes:
     return uuid.UUID(epoch).bytes
 
 
+def _uuid5(namespace: bytes, name: str) -> str:
+    # RFC 4122 name-based UUIDs are defined with SHA-1; version 5, variant 10xx.
+    h = hashlib.sha1(namespace + name.encode()).hexdigest()  # noqa: S324
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
 def event_id(epoch: str, sequence: int, event_type: str = "", viewer_id: str = "") -> str:
     """``uuid5(epoch, "sequence:type:viewer")``, computed without the uuid module's overhead."""
-    digest = bytearray(
-        hashlib.sha1(  # noqa: S324 - RFC 4122 name-based UUIDs are defined with SHA-1
-            _namespace(epoch) + f"{sequence}:{event_type}:{viewer_id}".encode()
-        ).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid5(_namespace(epoch), f"{sequence}:{event_type}:{viewer_id}")
+
+
+class Envelope:
+    """Encodes the events of one poll of one cluster: what they share is done once.
+
+    The cluster, the epoch's namespace and the poll's time are the same for every event of a
+    poll, so the JSON around each viewer record is assembled from ready-made pieces; only the
+    id, the subject, the sequence and the data are per event. The bytes are those of
+    ``encode_event``: same keys, same order, same escaping (``tests/test_envelope.py``).
+    """
+
+    __slots__ = ("_namespace", "_pieces", "_tail")
+
+    def __init__(self, *, cluster: str, epoch: str, time_ms: int) -> None:
+        self._namespace = _namespace(epoch)
+        source = _encoder.encode(f"/clusters/{cluster}")
+        self._pieces = {
+            kind: b'","source":' + source + b',"type":"' + kind.encode() + b'","subject":'
+            for kind in EVENT_TYPES
+        }
+        self._tail = (
+            b',"time":' + _encoder.encode(iso_time(time_ms)) + b',"datacontenttype":'
+            b'"application/json","cluster":' + _encoder.encode(cluster) + b',"sequence":'
+        )
+
+    def encode(
+        self,
+        event_type: EventType,
+        subject: str,
+        record: bytes,
+        data: Mapping[str, Any],
+        sequence: int,
+    ) -> tuple[str, bytes]:
+        """The event's id and its JSON; ``record`` is embedded byte for byte."""
+        identifier = _uuid5(self._namespace, f"{sequence}:{event_type}:{subject}")
+        rest = _encoder.encode(data)[1:-1] if data else b""
+        body = b"".join(
+            (
+                b'{"specversion":"1.0","id":"',
+                identifier.encode(),
+                self._pieces[event_type],
+                _encoder.encode(subject),
+                self._tail,
+                str(sequence).encode(),
+                b',"data":{"viewer":',
+                record,
+                b"," + rest + b"}}" if rest else b"}}",
+            )
+        )
+        return identifier, body
+
+    def encode_emission(self, emission: Emission, sequence: int) -> tuple[str, bytes]:
+        """The id and JSON of the event an emission becomes at ``sequence``."""
+        return self.encode(
+            emission.type, emission.viewer_id, emission.record, render_data(emission), sequence
+        )
 
 
 def render_data(emission: Emission) -> dict[str, Any]:
@@ -92,16 +147,10 @@ def render_data(emission: Emission) -> dict[str, Any]:
 def encode_emission(
     emission: Emission, *, cluster: str, sequence: int, epoch: str, time_ms: int
 ) -> tuple[str, bytes]:
-    """The id and JSON of the event an emission becomes at ``sequence``."""
-    return encode_event(
-        cluster=cluster,
-        event_type=emission.type,
-        viewer_id=emission.viewer_id,
-        record=emission.record,
-        data=render_data(emission),
-        sequence=sequence,
-        epoch=epoch,
-        time_ms=time_ms,
+    """The id and JSON of the event an emission becomes at ``sequence`` (one event; a poll's
+    events share an ``Envelope``)."""
+    return Envelope(cluster=cluster, epoch=epoch, time_ms=time_ms).encode_emission(
+        emission, sequence
     )
 
 
@@ -117,20 +166,8 @@ def encode_event(
     time_ms: int,
 ) -> tuple[str, bytes]:
     """The event's id and its JSON; the viewer record is embedded byte for byte."""
-    identifier = event_id(epoch, sequence, event_type, viewer_id)
-    event = {
-        "specversion": "1.0",
-        "id": identifier,
-        "source": f"/clusters/{cluster}",
-        "type": event_type,
-        "subject": viewer_id,
-        "time": iso_time(time_ms),
-        "datacontenttype": "application/json",
-        "cluster": cluster,
-        "sequence": sequence,
-        "data": {"viewer": msgspec.Raw(record), **data},
-    }
-    return identifier, _encoder.encode(event)
+    envelope = Envelope(cluster=cluster, epoch=epoch, time_ms=time_ms)
+    return envelope.encode(event_type, viewer_id, record, data, sequence)
 
 
 def _number(value: float | None) -> float | int | None:
