@@ -99,15 +99,19 @@ def detect(
     deletes: list[str] = []
     emissions: list[Emission] = []
     health = settings.health
+    replace = msgspec.structs.replace
     for viewer_id, viewer in seen.items():
         before = tracked.get(viewer_id)
+        if before is not None and (after := _steady(before, viewer, polled_at, health)):
+            state[viewer_id] = after
+            if before.missed or before.unlisted:  # all else it persists is as it was
+                upserts[viewer_id] = after
+            continue
         if before is None:
             emissions.append(Connected(viewer_id, viewer.raw))
             base = Track(record=viewer.raw, seen_at=polled_at)
         else:
-            base = msgspec.structs.replace(
-                before, record=viewer.raw, seen_at=polled_at, missed=0, unlisted=0
-            )
+            base = replace(before, record=viewer.raw, seen_at=polled_at, missed=0, unlisted=0)
         after = _observe_health(base, viewer, health, emissions)
         state[viewer_id] = after
         if before is None or before.persisted_part() != after.persisted_part():
@@ -135,6 +139,25 @@ def detect(
             after = msgspec.structs.replace(before, missed=missed)
             state[viewer_id] = upserts[viewer_id] = after
     return Detection(state=state, upserts=upserts, deletes=deletes, emissions=emissions)
+
+
+def _steady(before: Track, viewer: Viewer, polled_at: int, health: HealthSettings) -> Track | None:
+    """The common case in one step: measured, no streak, and not heading for a transition
+    (what ``_observe_health`` would do, without its intermediate copy); else None."""
+    score = viewer.health
+    if score is None or before.streak:
+        return None
+    if score >= health.recover_at if before.dropped else score < health.drop_below:
+        return None
+    return msgspec.structs.replace(
+        before,
+        record=viewer.raw,
+        seen_at=polled_at,
+        missed=0,
+        unlisted=0,
+        last_score=score,
+        last_grade=viewer.health_grade,
+    )
 
 
 def _observe_health(

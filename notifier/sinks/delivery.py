@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from notifier._aio import wait_event
 from notifier.metrics import Metrics
 from notifier.sinks.base import Delivered, Failed, Retry
 
@@ -127,18 +128,15 @@ class DeliveryEngine:
                 for batch in schedule.due(self._clock(), self._concurrency - self._running):
                     self._start(batch)
             free = self._concurrency - self._running
-            # Waiting for a slot or for the operator: a finishing delivery or a resume wakes us.
-            deadline = None if paused or free <= 0 else schedule.next_deadline()
-            self._wake.clear()
-            waiters = [asyncio.ensure_future(self._wake.wait())]
-            if paused:
-                waiters.append(asyncio.ensure_future(self._control.resumed.wait()))
+            if paused:  # until the operator resumes (a finishing delivery changes nothing)
+                await self._control.resumed.wait()
+                continue
+            # Waiting for a slot, a time or an admission: each sets the wake-up (no task made).
+            deadline = None if free <= 0 else schedule.next_deadline()
             timeout = None if deadline is None else max(deadline - self._clock(), 0.0)
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+            if timeout != 0.0:
+                self._wake.clear()
+                await wait_event(self._wake, timeout)
 
     async def drain(self) -> None:
         """Wait for the deliveries in hand; their outcomes are recorded."""
