@@ -13,8 +13,20 @@ from typing import TYPE_CHECKING, NoReturn
 from redis.exceptions import RedisError
 
 from notifier import __version__
-from notifier.commands import check, demo, dlq, replay, run, schema, simulate, snapshot, tail
-from notifier.commands._common import EXIT_FAILURE, EXIT_USAGE, Parser
+from notifier.commands import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    Parser,
+    check,
+    demo,
+    dlq,
+    replay,
+    run,
+    schema,
+    simulate,
+    snapshot,
+    tail,
+)
 from notifier.errors import ConfigError, NotifierError
 
 if TYPE_CHECKING:

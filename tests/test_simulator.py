@@ -16,7 +16,7 @@ import pytest
 import structlog
 
 from notifier.commands import simulate as command
-from notifier.commands._common import duration
+from notifier.commands._common import duration  # the argparse type under test
 from notifier.simulator import (
     FAULT_NAMES,
     HARNESS_TYPES,
