@@ -36,8 +36,16 @@ class DeadLetter:
         cls, event: Event, *, reason: str, attempts: int, status: int | None, failed_at: str
     ) -> DeadLetter:
         """The dead letter of a readable event."""
-        return cls(event.body, event.type, event.id, event.entry_id, reason, attempts, status,
-                   failed_at)  # fmt: skip
+        return cls(
+            body=event.body,
+            type=event.type,
+            id=event.id,
+            entry=event.entry_id,
+            reason=reason,
+            attempts=attempts,
+            status=status,
+            failed_at=failed_at,
+        )
 
     @classmethod
     def of_entry(

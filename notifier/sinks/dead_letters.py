@@ -10,7 +10,7 @@ redrives (removing what was delivered) and purges. The record itself is
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from notifier.events import DeadLetter, iso_time
 from notifier.keys import sink_group
@@ -18,6 +18,8 @@ from notifier.sinks.stream import read_range
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
+
+    from redis.typing import EncodableT, FieldT
 
     from notifier.events import Event
     from notifier.keys import ClusterKeys
@@ -69,7 +71,8 @@ class DeadLetters:
 
     async def add(self, letter: DeadLetter) -> None:
         """Add a dead letter for an event that is not pending (a replay that failed)."""
-        await self._redis.xadd(self.key, letter.fields(), maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+        fields = cast("dict[FieldT, EncodableT]", letter.fields())  # bytes are what redis-py takes
+        await self._redis.xadd(self.key, fields, maxlen=self._maxlen, approximate=True)
 
     async def add_failed(self, event: Event, *, reason: str, status: int | None) -> None:
         """``add`` for an event delivered by hand that failed once more."""
