@@ -35,15 +35,17 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmarks side by side: a 100k-viewer poll, detection, delivery; reports in bench/results/
+bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, memory; reports in bench/results/
 	$(BIN)/python -m bench.poll
 	$(BIN)/python -m bench.detect
 	$(BIN)/python -m bench.deliver
+	$(BIN)/python -m bench.memory
 
 bench-quick: $(STAMP)  ## every benchmark once, small (about a minute): fails only if one breaks
 	$(BIN)/python -m bench.poll --viewers 5000 --page-sizes 1000 --runs 1
 	$(BIN)/python -m bench.detect --viewers 5000 --sizes 2000,5000 --changes 100 --runs 1
 	$(BIN)/python -m bench.deliver --events 2000 --viewers 200 --runs 1
+	$(BIN)/python -m bench.memory --viewers 2000,10000 --polls 2
 
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -113,10 +113,8 @@ def simulator(viewers: int, max_rows: int, timeout: float = 60.0) -> Iterator[Si
         str(max_rows),
         "--tick",
         "0",
-        "--password",
-        secrets.token_urlsafe(16),
-        "--token",
-        token,
+        f"--password={secrets.token_urlsafe(16)}",  # "=": a value may begin with "-"
+        f"--token={token}",
     ]
     env = {k: v for k, v in os.environ.items() if k != "NOTIFIER_CONFIG"}
     process = subprocess.Popen(
