@@ -16,6 +16,7 @@ from notifier.sinks.slack.sink import SlackSink
 from testkit.receivers import SlackStandIn, slack_reply
 from testkit.sink_support import (
     FAST,
+    KEYS,
     create_group,
     dead_letters,
     make_events,
@@ -109,3 +110,16 @@ async def test_slack_rate_limits_use_up_no_attempt(redis: Redis) -> None:
             await control.wait_until(lambda c: c.delivered == 1)
         assert control.dead_lettered == 0
         assert [a.status for a in stand_in.attempts] == [429, 429, 429, 200]
+
+
+async def test_rate_limited_events_leave_no_retry_state_behind(redis: Redis) -> None:
+    """A 429 saves a retry state with no attempt used; delivering the event removes it."""
+    events = make_events(3, 3)
+    async with SlackStandIn() as stand_in:
+        stand_in.respond(*[slack_reply(429, "rate_limited", retry_after=0)] * 2)
+        await create_group(redis, "ops")
+        await publish(redis, events)
+        settings = slack(stand_in.url, group_wait="0s", retry={"schedule": ["0s", "10ms"]})
+        async with running_worker(SlackSink(settings), settings, redis) as control:
+            await control.wait_until(lambda c: c.delivered == 3)
+        assert await redis.hlen(KEYS.retries("ops")) == 0

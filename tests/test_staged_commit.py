@@ -180,7 +180,7 @@ async def test_a_fenced_poller_stops_applying_and_the_new_leader_finishes(redis:
     snapshot = await store.load(lease=lease.value)
     detection, events = first_poll(snapshot, 1000)
     outcome, _ = await store.commit(snapshot, detection, events, lease=lease.value, polled_at=1000)
-    assert outcome is CommitOutcome.FENCED
+    assert outcome is CommitOutcome.HANDED_OVER  # published: committed, finished by B
     assert len(await stream(redis)) == 4 * CHUNK
     holder = (await redis.get(KEYS.lease)).decode()  # type: ignore[union-attr]
     await StateStore(redis, KEYS, maxlen=100_000).load(lease=holder)
@@ -254,3 +254,68 @@ async def test_staged_commits_and_their_roll_forward_work_on_a_redis_cluster(
         assert [json.loads(f[b"event"])["id"] for _, f in entries] == [e.id for e in events]
     finally:
         await client.aclose()
+
+
+async def test_a_stale_leader_cannot_touch_a_published_stage(redis: Redis) -> None:
+    """B publishes and dies half-way; A, paused with an old lease, wakes and commits: refused
+    without writing a chunk or an expiry, so B's commit is finished whole by the next load."""
+    old = await leader(redis, "a")
+    assert old.value is not None
+    stale = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await stale.load(lease=old.value)
+    await redis.delete(KEYS.lease)  # A paused past its lease; B takes it
+    new = await leader(redis, "b")
+    assert new.value is not None
+    dying = DiesAfter(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK, chunks=3)
+    b_snapshot = await dying.load(lease=new.value)
+    detection, events = first_poll(b_snapshot, 1000)
+    with pytest.raises(ConnectionError):
+        await dying.commit(b_snapshot, detection, events, lease=new.value, polled_at=1000)
+    chunks = await redis.hlen(KEYS.stage)
+    assert await redis.pttl(KEYS.stage) == -1  # published: no expiry
+    a_detection, a_events = first_poll(snapshot, 1000)
+    outcome, _ = await stale.commit(snapshot, a_detection, a_events, lease=old.value, polled_at=900)
+    assert outcome is CommitOutcome.FENCED
+    assert await redis.pttl(KEYS.stage) == -1
+    assert await redis.hlen(KEYS.stage) == chunks
+    await StateStore(redis, KEYS, maxlen=100_000).load(lease=new.value)
+    assert [e["id"] for e in await stream(redis)] == [e.id for e in events]
+
+
+async def test_stage_writes_are_fenced_for_a_leader_that_lost_the_lease_while_staging(
+    redis: Redis,
+) -> None:
+    """A is staging when B takes over, publishes and dies: A's next chunk writes are refused,
+    so B's published stage keeps no expiry and none of A's chunks."""
+    a = await leader(redis, "a")
+    assert a.value is not None
+    store_a = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store_a.load(lease=a.value)
+    real_stage = store_a._stage  # the seam of this test: what happens between two writes
+    b_events: list[EncodedEvent] = []
+    took_over: list[bool] = []
+
+    async def takeover_then_stage(**kwargs: Any) -> Any:
+        if not took_over:  # before A's first chunk lands, B leads, publishes and dies
+            took_over.append(True)
+            await redis.delete(KEYS.lease)
+            b = await leader(redis, "b")
+            assert b.value is not None
+            dying = DiesAfter(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK, chunks=3)
+            b_snapshot = await dying.load(lease=b.value)
+            detection, events = first_poll(b_snapshot, 1000)
+            b_events.extend(events)
+            with pytest.raises(ConnectionError):
+                await dying.commit(b_snapshot, detection, events, lease=b.value, polled_at=1000)
+        return await real_stage(**kwargs)
+
+    store_a._stage = takeover_then_stage  # type: ignore[assignment]
+    detection, events = first_poll(snapshot, 1000)
+    outcome, _ = await store_a.commit(snapshot, detection, events, lease=a.value, polled_at=900)
+    assert outcome is CommitOutcome.FENCED
+    assert await redis.pttl(KEYS.stage) == -1
+    fields = [f.decode() if isinstance(f, bytes) else str(f) for f in await redis.hkeys(KEYS.stage)]
+    assert len({f.split(":")[0] for f in fields}) == 1  # only B's commit is staged
+    holder = (await redis.get(KEYS.lease)).decode()  # type: ignore[union-attr]
+    await StateStore(redis, KEYS, maxlen=100_000).load(lease=holder)
+    assert [e["id"] for e in await stream(redis)] == [e.id for e in b_events]

@@ -212,6 +212,18 @@ class Poller:
             snapshot, detection, events, lease=lease, polled_at=polled_at
         )
         self._phase("commit", self._clock() - began)
+        if outcome is CommitOutcome.HANDED_OVER:
+            self._snapshot = None
+            self._metrics.polls.labels(self._cluster.name, "handed_over").inc()
+            self._log.warning(
+                "poller.commit_handed_over",
+                events=len(events),
+                effect="the poll is committed; the replica that took the lease writes the rest"
+                " of it before its own first poll",
+            )
+            self._lease.forget()
+            self._set_leading(leading=False, reason="the lease passed on during a commit")
+            return
         if outcome is not CommitOutcome.COMMITTED:
             self._snapshot = None
             if outcome is CommitOutcome.FENCED:

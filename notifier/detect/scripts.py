@@ -6,7 +6,7 @@ Cluster too, and each does a bounded amount of work: at most ``store.CHUNK_OPS``
 
 from __future__ import annotations
 
-__all__ = ["APPLY", "CLEAR_STAGE", "COMMIT", "META", "PUBLISH"]
+__all__ = ["APPLY", "CLEAR_STAGE", "COMMIT", "META", "PUBLISH", "STAGE"]
 
 META = """
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
@@ -74,6 +74,17 @@ CLEAR_STAGE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'fenced' end
 if redis.call('HEXISTS', KEYS[1], 'pending') == 1 then return 'pending' end
 redis.call('DEL', KEYS[3])
+return 'ok'
+"""
+
+# KEYS: meta, lease, stage. ARGV: lease, field, chunk, expiry ms. Fenced too: a stale leader
+# that wakes late must neither add to another leader's stage nor put an expiry back on a
+# published one (its chunks would then vanish before they are applied).
+STAGE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'fenced' end
+if redis.call('HEXISTS', KEYS[1], 'pending') == 1 then return 'pending' end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 'ok'
 """
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from notifier.detect.codec import TrackCodec, pack_chunk
-from notifier.detect.scripts import APPLY, CLEAR_STAGE, COMMIT, META, PUBLISH
+from notifier.detect.scripts import APPLY, CLEAR_STAGE, COMMIT, META, PUBLISH, STAGE
 from notifier.errors import StateError
 from notifier.events import ENTRY_FIELDS
 
@@ -75,6 +75,8 @@ class CommitOutcome(enum.Enum):
     FENCED = "fenced"  # this poller no longer holds the cluster's lease
     PENDING = "pending"  # another commit is half applied: reload (which finishes it) first
     UNSTAGED = "unstaged"  # the staged chunks were not all there (expired): nothing changed
+    HANDED_OVER = "handed_over"  # published, then the lease passed on: the next leader applies
+    # the rest when it loads (the poll is committed; this poller no longer leads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ class StateStore:
         self._publish = redis.register_script(PUBLISH)
         self._apply = redis.register_script(APPLY)
         self._clear_stage = redis.register_script(CLEAR_STAGE)
+        self._stage = redis.register_script(STAGE)
         self.chunks_applied = 0  # staged chunks this store applied (its own and rolled forward)
 
     # --- loading -------------------------------------------------------------------------------
@@ -246,35 +249,33 @@ class StateStore:
     ) -> tuple[CommitOutcome, int]:
         commit, lease = head[2], head[1]
         stage = self._keys.stage
-        cleared = await self._clear_stage(
-            keys=[self._keys.meta, self._keys.lease, stage], args=[lease]
-        )
-        cleared = cleared.decode() if isinstance(cleared, bytes) else str(cleared)
+        keys = [self._keys.meta, self._keys.lease, stage]
+        cleared = _text(await self._clear_stage(keys=keys, args=[lease]))
         if cleared != "ok":
             return CommitOutcome(cleared), head[0]
         chunks = 0
-        writes: list[asyncio.Task[Any]] = []
+        writes: list[asyncio.Future[Any]] = []
         try:
             for upserts, deletes, chunk_events in _split(detection, events, self._chunk_ops):
                 chunks += 1
                 blob = pack_chunk(upserts, deletes, chunk_events)
-                field = f"{commit}:{chunks}"
-                writes.append(asyncio.ensure_future(self._redis.hset(stage, field, blob)))
+                args = [lease, f"{commit}:{chunks}", blob, STAGE_TTL_MS]
+                writes.append(asyncio.ensure_future(self._stage(keys=keys, args=args)))
                 await asyncio.sleep(0)  # Redis takes this chunk while the next is packed
-            await asyncio.gather(*writes)
-            await self._redis.pexpire(stage, STAGE_TTL_MS)
+            staged = {_text(reply) for reply in await asyncio.gather(*writes)}
         except BaseException:
             for write in writes:
                 write.cancel()
             raise
-        keys = [self._keys.meta, self._keys.lease, stage]
+        if staged - {"ok"}:  # fenced or pending: publishing would only refuse
+            return CommitOutcome(sorted(staged - {"ok"})[0]), head[0]
         outcome, generation = _outcome(await self._publish(keys=keys, args=[*head, chunks]))
         if outcome is not CommitOutcome.COMMITTED:
             return outcome, generation  # the stage is cleared by the next large commit, or expires
         for chunk in range(1, chunks + 1):
             status = await self._apply_chunk(commit, chunk, lease)
             if status == "fenced":  # published: the next leader applies the rest when it loads
-                return CommitOutcome.FENCED, generation
+                return CommitOutcome.HANDED_OVER, generation
             if status not in ("ok", "done"):
                 raise StateError(f"{stage}: chunk {chunk} of a published commit is {status}")
         return outcome, generation
@@ -316,6 +317,10 @@ def _split(
             )
         )
     return chunks
+
+
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def _outcome(reply: list[Any]) -> tuple[CommitOutcome, int]:

@@ -128,8 +128,9 @@ class DeliveryEngine:
                 for batch in schedule.due(self._clock(), self._concurrency - self._running):
                     self._start(batch)
             free = self._concurrency - self._running
-            if paused:  # until the operator resumes (a finishing delivery changes nothing)
-                await self._control.resumed.wait()
+            if paused:  # until the operator resumes, or a delivery in hand finishes (or fails)
+                self._wake.clear()
+                await _either(self._control.resumed, self._wake)
                 continue
             # Waiting for a slot, a time or an admission: each sets the wake-up (no task made).
             deadline = None if free <= 0 else schedule.next_deadline()
@@ -222,6 +223,15 @@ class DeliveryEngine:
                 effect="events are retried on the schedule",
             )
         self._failing = not ok
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _outcome_name(outcome: Outcome) -> str:

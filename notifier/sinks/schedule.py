@@ -180,7 +180,7 @@ class Schedule:
         """Up to ``limit`` batches ready to deliver now; their viewers stay busy until settled."""
         self._batch_due_heads(now)
         wait = self._batching.wait
-        for key in [k for k, b in self._filling.items() if now - b.started >= wait]:
+        for key in [k for k, b in self._filling.items() if b.started + wait <= now]:  # as below
             self._ready.append(self._filling.pop(key))
         out: list[Batch] = []
         while self._ready and len(out) < limit:

@@ -362,5 +362,5 @@ class _RedisLedger:
                 retry.item.event.entry_id,
                 RetryState(attempts=retry.attempts, status=status, next_at=next_at, reason=reason),
             )
-        for item in decision.delivered:
-            self._acks.add(item.event.entry_id, retried=item.attempts > 0)
+        for item in decision.delivered:  # a rate-limited retry used no attempt, but was saved
+            self._acks.add(item.event.entry_id, retried=item.attempts > 0 or bool(item.reason))
