@@ -37,6 +37,7 @@ from bench.poll import (
     load,
     machine,
     simulator,
+    write_report,
 )
 from notifier.detect.poller import Poller
 from notifier.detect.settings import DetectionSettings
@@ -162,10 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = load()
     results = {n: asyncio.run(measure(n, args.runs)) for n in args.viewers}
     text = report(results, args.runs, (before, load()))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
-    print(f"written to {RESULTS} in {time.monotonic() - started:.0f}s")
+    write_report(RESULTS, text, started)
     return 0
 
 

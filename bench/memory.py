@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from bench.poll import BenchError, load, machine, simulator
+from bench.poll import BenchError, load, machine, simulator, write_report
 from notifier.keys import ClusterKeys
 from testkit.args import int_list, positive_int
 from testkit.redis_procs import RedisServer
@@ -185,10 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = load()
     points = [asyncio.run(measure(n, args.polls, float(args.timeout))) for n in args.viewers]
     text = report(points, (before, load()))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
-    print(f"written to {RESULTS} in {time.monotonic() - started:.0f}s")
+    write_report(RESULTS, text, started)
     return 0
 
 

@@ -507,6 +507,14 @@ async def profile_poll(sim: Simulator, rows: int, concurrency: int, top: int) ->
 # --- the report -------------------------------------------------------------------------------
 
 
+def write_report(path: Path, text: str, started: float) -> None:
+    """Write a report to ``path`` (bench/results/), print it, and say where it went."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    print(text)
+    print(f"written to {path} in {time.monotonic() - started:.0f}s", file=sys.stderr)
+
+
 def load() -> str:
     """The 1-minute load average: above ~0.5 on 2 cores, something else shares the machine."""
     return f"{os.getloadavg()[0]:.2f}"
