@@ -42,7 +42,7 @@ bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, m
 	$(BIN)/python -m bench.cycle
 	$(BIN)/python -m bench.memory
 
-bench-quick: $(STAMP)  ## every benchmark once, small (about a minute): fails only if one breaks
+bench-quick: $(STAMP)  ## every benchmark once, small (about 40 s): fails only if one breaks
 	$(BIN)/python -m bench.poll --viewers 5000 --page-sizes 1000 --runs 1
 	$(BIN)/python -m bench.detect --viewers 5000 --sizes 2000,5000 --changes 100 --runs 1
 	$(BIN)/python -m bench.deliver --events 2000 --viewers 200 --runs 1
