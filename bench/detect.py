@@ -65,7 +65,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from bench.poll import BenchError, cluster_settings, load, machine, simulator
 from notifier.config import DetectionSettings, StreamSettings
-from notifier.detect.poller import encode_poll
+from notifier.detect.encoding import encode_poll
 from notifier.detect.rules import detect
 from notifier.detect.store import CommitOutcome, Snapshot, StateStore
 from notifier.keys import ClusterKeys
@@ -288,7 +288,13 @@ class Size:
             snapshot.tracked, seen, confirmed={}, polled_at=polled_at, settings=self._settings
         )
         detected = time.perf_counter()
-        events = encode_poll(cluster.keys.cluster, detection, snapshot, polled_at)
+        events = encode_poll(
+            detection.emissions,
+            cluster=cluster.keys.cluster,
+            epoch=snapshot.epoch,
+            after=snapshot.sequence,
+            time_ms=polled_at,
+        )
         encoded = time.perf_counter()
         outcome, generation = await cluster.store.commit(
             snapshot, detection, events, lease=cluster.lease, polled_at=polled_at
@@ -515,7 +521,10 @@ async def xadd_baseline(redis: Redis, size: Size, runs: int) -> tuple[int, list[
     server: what Redis itself takes in, with nothing of ours in the way."""
     snapshot = Snapshot(generation=0, sequence=0, epoch=str(uuid.uuid4()), tracked={})
     detection = detect({}, size.polls.audience, polled_at=0, settings=DetectionSettings())
-    bodies = sorted(len(e.body) for e in encode_poll("c", detection, snapshot, 0))
+    encoded = encode_poll(
+        detection.emissions, cluster="c", epoch=snapshot.epoch, after=0, time_ms=0
+    )
+    bodies = sorted(len(e.body) for e in encoded)
     body = bodies[len(bodies) // 2]
     port = str(redis.connection_pool.connection_kwargs["port"])
     rates = []

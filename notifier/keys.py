@@ -55,15 +55,8 @@ class ClusterKeys:
         return f"{self.base}:viewers"
 
     @property
-    def stage(self) -> str:
-        """Hash: ``<commit>:<chunk>`` -> a chunk of a large commit until it is applied; one per
-        cluster, cleared by the next large commit, expiring if abandoned unpublished."""
-        return f"{self.base}:stage"
-
-    @property
     def meta(self) -> str:
-        """Hash: generation, sequence, epoch, polls, polled_at, commit; pending while a large
-        commit is being applied (``detect.store``)."""
+        """Hash: generation, sequence, epoch, polls, polled_at, commit (``detect.store``)."""
         return f"{self.base}:meta"
 
     @property

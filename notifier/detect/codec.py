@@ -1,28 +1,16 @@
-"""How tracked state and staged commits are laid out in Redis (the store's private formats).
+"""How a tracked viewer is laid out in Redis (the store's private format).
 
-- A **tracked viewer** (a value of ``P:{C}:viewers``) is a tagged msgpack array, ``TrackCodec``:
-  the tag says the layout, so a new release reads what an older one wrote.
-- A **staged chunk** (a value of ``P:{C}:stage:<commit>``) is a run of length-prefixed items,
-  ``<decimal length>:<bytes>`` one after the other, that the apply script reads with
-  ``string.find`` and ``string.sub`` alone (no Lua library that every Redis may lack). Its
-  first item is ``"<upserts>,<deletes>,<events>"``; then id and state per upsert, id per
-  delete, type, id and JSON per event.
+A tracked viewer (a value of ``P:{C}:viewers``) is a tagged msgpack array, ``TrackCodec``: the
+tag says the layout, so a new release reads what an older one wrote.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from notifier.detect.rules import Track
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from notifier.events import EncodedEvent
-
-__all__ = ["TrackCodec", "pack_chunk"]
+__all__ = ["TrackCodec"]
 
 
 class _TrackV1(msgspec.Struct, array_like=True, tag=1, gc=False):
@@ -104,16 +92,3 @@ class TrackCodec:
             last_grade=stored.last_grade,
             unlisted=stored.unlisted,
         )
-
-
-def pack_chunk(
-    upserts: Sequence[tuple[str, bytes]], deletes: Sequence[str], events: Sequence[EncodedEvent]
-) -> bytes:
-    """One staged chunk: ``upserts`` (viewer id, encoded state), ``deletes``, ``events``."""
-    items: list[bytes] = [f"{len(upserts)},{len(deletes)},{len(events)}".encode()]
-    for viewer_id, blob in upserts:
-        items += (viewer_id.encode(), blob)
-    items += [viewer_id.encode() for viewer_id in deletes]
-    for event in events:
-        items += (event.type.encode(), event.id.encode(), event.body)
-    return b"".join(b"%d:%b" % (len(item), item) for item in items)

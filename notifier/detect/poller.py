@@ -18,15 +18,16 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import structlog
 
 from notifier._aio import wait_event
+from notifier.detect.encoding import PollEvents
 from notifier.detect.rules import Track, detect
 from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot
 from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
-from notifier.events import EncodedEvent, Envelope
 from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 
@@ -40,14 +41,9 @@ if TYPE_CHECKING:
     from notifier.storm import Poll, StormClient, Viewer
     from notifier.storm.settings import ClusterSettings
 
-__all__ = ["MAX_LOOKUPS", "Poller", "encode_poll", "next_slot"]
+__all__ = ["MAX_LOOKUPS", "Poller", "next_slot"]
 
 MAX_LOOKUPS = 2000  # absent viewers confirmed per poll; a larger exodus is real, not drift
-_DROPPED = {
-    CommitOutcome.STALE: "the state in Redis moved on",
-    CommitOutcome.PENDING: "a large commit was half applied: it is finished on reload",
-    CommitOutcome.UNSTAGED: "the staged chunks of this commit were gone before it was published",
-}
 
 
 def next_slot(previous: float, interval: float, now: float) -> float:
@@ -56,19 +52,6 @@ def next_slot(previous: float, interval: float, now: float) -> float:
     if slot < now:
         slot += ((now - slot) // interval + 1) * interval
     return slot
-
-
-def encode_poll(
-    cluster: str, detection: Detection, snapshot: Snapshot, polled_at: int
-) -> list[EncodedEvent]:
-    """The events of one poll, numbered on from ``snapshot.sequence``, in emission order."""
-    envelope = Envelope(cluster=cluster, epoch=snapshot.epoch, time_ms=polled_at)
-    encode = envelope.encode_emission
-    events = []
-    for sequence, emission in enumerate(detection.emissions, start=snapshot.sequence + 1):
-        event_id, body = encode(emission, sequence)
-        events.append(EncodedEvent(type=emission.type, id=event_id, body=body))
-    return events
 
 
 class Poller:
@@ -201,38 +184,34 @@ class Poller:
         confirmed, count_misses = await self._confirm_absent(poll, snapshot)
         began = self._phase("lookup", self._clock() - began)
         # Pure CPU work, off the event loop: the lease keeper and I/O run meanwhile.
-        detection, events = await asyncio.to_thread(
+        detection = await asyncio.to_thread(
             self._compute, snapshot, poll, confirmed, count_misses, polled_at
         )
         began = self._phase("detect", self._clock() - began)
         lease = self._lease.value
         if lease is None:
             return
+        events = PollEvents(
+            detection.emissions,
+            cluster=self._cluster.name,
+            epoch=snapshot.epoch,
+            after=snapshot.sequence,
+            time_ms=polled_at,
+        )  # encoded chunk by chunk while the store writes the chunk before
         outcome, generation = await self._store.commit(
             snapshot, detection, events, lease=lease, polled_at=polled_at
         )
         self._phase("commit", self._clock() - began)
-        if outcome is CommitOutcome.HANDED_OVER:
-            self._snapshot = None
-            self._metrics.polls.labels(self._cluster.name, "handed_over").inc()
-            self._log.warning(
-                "poller.commit_handed_over",
-                events=len(events),
-                effect="the poll is committed; the replica that took the lease writes the rest"
-                " of it before its own first poll",
-            )
-            self._lease.forget()
-            self._set_leading(leading=False, reason="the lease passed on during a commit")
-            return
         if outcome is not CommitOutcome.COMMITTED:
-            self._snapshot = None
+            self._snapshot = None  # reload: the poll was not written, or only its first chunks
             if outcome is CommitOutcome.FENCED:
                 self._metrics.polls.labels(self._cluster.name, "fenced").inc()
                 self._log.error(
                     "poller.commit_fenced",
                     events=len(events),
                     effect="this replica no longer leads the cluster: the poll was not written"
-                    " (another replica polls, or this one will once it takes the lease again)",
+                    " (or only its first chunks; the replica that leads now carries on from"
+                    " them)",
                     hint="a poll that outlasts detection.leader_lease, or a paused process",
                 )
                 self._lease.forget()
@@ -241,7 +220,7 @@ class Poller:
                 self._metrics.polls.labels(self._cluster.name, "dropped").inc()
                 self._log.info(
                     "poller.poll_dropped",
-                    reason=_DROPPED[outcome],
+                    reason="the state in Redis moved on",
                     generation=generation,
                     expected=snapshot.generation,
                 )
@@ -265,8 +244,8 @@ class Poller:
         name = self._cluster.name
         self._metrics.polls.labels(name, "committed").inc()
         self._metrics.viewers.labels(name).set(len(detection.state))
-        for event in events:
-            self._metrics.events.labels(name, event.type).inc()
+        for event_type, count in Counter(e.type for e in detection.emissions).items():
+            self._metrics.events.labels(name, event_type).inc(count)
         self._log.debug(
             "poller.committed",
             generation=generation,
@@ -282,8 +261,8 @@ class Poller:
         confirmed: Mapping[str, Viewer],
         count_misses: bool,
         polled_at: int,
-    ) -> tuple[Detection, list[EncodedEvent]]:
-        """Detection and encoding of one poll (runs in a worker thread)."""
+    ) -> Detection:
+        """Detection of one poll (runs in a worker thread)."""
         detection = detect(
             snapshot.tracked,
             poll.viewers,
@@ -292,8 +271,7 @@ class Poller:
             polled_at=polled_at,
             settings=self._detection,
         )
-        detection = self._with_refreshed_records(detection)
-        return detection, self._encode(detection, snapshot, polled_at)
+        return self._with_refreshed_records(detection)
 
     def _phase(self, phase: str, seconds: float) -> float:
         """Record one phase's time; returns the clock, to time the next phase from."""
@@ -322,7 +300,7 @@ class Poller:
         self._slow = slow
 
     async def _load(self) -> Snapshot:
-        snapshot = await self._store.load(lease=self._lease.value)
+        snapshot = await self._store.load()
         self._written = dict.fromkeys(snapshot.tracked, 0)  # unknown age: refresh them first
         return snapshot
 
@@ -387,11 +365,6 @@ class Poller:
             self._log.info("poller.lookup_recovered")
         self._lookup_ok = True
         return lookup.found, True
-
-    def _encode(
-        self, detection: Detection, snapshot: Snapshot, polled_at: int
-    ) -> list[EncodedEvent]:
-        return encode_poll(self._cluster.name, detection, snapshot, polled_at)
 
     # --- leadership -----------------------------------------------------------------------------
 

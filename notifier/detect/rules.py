@@ -99,11 +99,31 @@ def detect(
     deletes: list[str] = []
     emissions: list[Emission] = []
     health = settings.health
+    drop_below, recover_at = health.drop_below, health.recover_at
     replace = msgspec.structs.replace
+    get = tracked.get
     for viewer_id, viewer in seen.items():
-        before = tracked.get(viewer_id)
-        if before is not None and (after := _steady(before, viewer, polled_at, health)):
-            state[viewer_id] = after
+        before = get(viewer_id)
+        # The common case inline, without an intermediate copy (what _observe_health would do):
+        # measured, no streak, and not heading for a transition.
+        if (
+            before is not None
+            and not before.streak
+            and (score := viewer.health) is not None
+            and (score < recover_at if before.dropped else score >= drop_below)
+        ):
+            state[viewer_id] = after = Track(
+                viewer.raw,
+                polled_at,
+                0,
+                before.dropped,
+                0,
+                before.anchor_score,
+                before.anchor_grade,
+                score,
+                viewer.health_grade,
+                0,
+            )
             if before.missed or before.unlisted:  # all else it persists is as it was
                 upserts[viewer_id] = after
             continue
@@ -139,25 +159,6 @@ def detect(
             after = msgspec.structs.replace(before, missed=missed)
             state[viewer_id] = upserts[viewer_id] = after
     return Detection(state=state, upserts=upserts, deletes=deletes, emissions=emissions)
-
-
-def _steady(before: Track, viewer: Viewer, polled_at: int, health: HealthSettings) -> Track | None:
-    """The common case in one step: measured, no streak, and not heading for a transition
-    (what ``_observe_health`` would do, without its intermediate copy); else None."""
-    score = viewer.health
-    if score is None or before.streak:
-        return None
-    if score >= health.recover_at if before.dropped else score < health.drop_below:
-        return None
-    return msgspec.structs.replace(
-        before,
-        record=viewer.raw,
-        seen_at=polled_at,
-        missed=0,
-        unlisted=0,
-        last_score=score,
-        last_grade=viewer.health_grade,
-    )
 
 
 def _observe_health(

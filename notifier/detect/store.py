@@ -2,31 +2,29 @@
 bounded pieces.
 
 Layout (see ``notifier.keys``): ``P:{C}:viewers`` maps viewer id -> tracked state (``codec``),
-``P:{C}:meta`` holds ``generation`` (bumped by every commit), ``sequence`` (the last event's),
-``epoch`` (a UUID that seeds event ids), ``polls``, ``polled_at``, ``commit`` (the last commit's
-id) and, while a staged commit is being applied, ``pending``, ``pending_chunks`` and ``applied``.
+``P:{C}:meta`` holds ``generation`` (bumped by every commit script), ``sequence`` (the last
+event's), ``epoch`` (a UUID that seeds event ids), ``polls``, ``polled_at`` and ``commit`` (the
+id of the last script applied).
 
-**A small poll** (at most ``CHUNK_OPS`` upserts, deletes and events) is one Lua script: it
-checks the generation the poller computed against and the leader's fencing token, writes the
-changed entries, XADDs the events and bumps the generation; all or nothing.
+A poll's writes go in **chunks** of at most ``chunk_ops`` operations (state changes and events),
+one Lua script each (``scripts.COMMIT``), so that Redis is never busy with one for long. Each
+chunk is atomic and carries every write of the viewers in it: a viewer's new state (or its
+removal) together with all of its events of this poll. Each one checks the generation it was
+computed against and the leader's fencing token, writes, XADDs, and bumps the generation.
 
-**A large poll** (a first poll of 100k viewers) would block Redis for seconds as one script, so
-it goes in three steps, none of which runs long:
+Why that is exactly once, even when a poll's chunks stop half-way (kill -9, a lost lease, a
+Redis fault): every chunk leaves Redis in a state that some run of the rules could have
+produced, with the events that went with it. The viewers of the chunks that were not applied
+still hold their state from before the poll, so the next poll (computed from the state reloaded
+from Redis) emits what those chunks would have emitted: a viewer whose ``viewer.connected`` was
+lost is still untracked and connects again; one whose event reached the stream is tracked, and
+does not. Nothing is emitted twice and nothing is lost; a lost chunk's misses and health counts
+are re-counted from the next poll on, as for a poll that was never committed.
 
-1. *stage*: its chunks (each at most ``CHUNK_OPS`` operations) are written to ``P:{C}:stage``,
-   a hash that nothing else reads, cleared first (by the leader, never while a commit is
-   pending) and expiring if abandoned; a crash here leaves the state as it was, and the next
-   poll re-derives everything;
-2. *publish*: one short script checks generation and fencing token and marks the commit
-   ``pending`` with its generation, sequence and poll count: from here on the poll *is*
-   committed;
-3. *apply*: one script per chunk, fenced, writes that chunk's state changes and XADDs its
-   events together and advances ``applied``; applying a chunk twice does nothing. If the poller
-   dies or loses its lease half-way, whoever loads the state next (``load``, under the lease)
-   applies the rest first, so every event reaches the stream exactly once and in order.
-
-Each commit carries an id, so a copy re-sent by the client after a lost reply is answered "ok"
-rather than "stale". A poller that is unsure of an outcome drops its cached state and reloads.
+Chunks are sent one after the other, the next one encoded while Redis applies the one before.
+Each carries an id (``<commit>:<n>/<chunks>``, which ``meta`` keeps as ``commit``), so a copy
+re-sent by the client after a lost reply is answered "ok" rather than "stale". After any
+outcome but COMMITTED the poller drops its cached state and reloads it.
 """
 
 from __future__ import annotations
@@ -39,8 +37,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from notifier.detect.codec import TrackCodec, pack_chunk
-from notifier.detect.scripts import APPLY, CLEAR_STAGE, COMMIT, META, PUBLISH, STAGE
+from notifier.detect.codec import TrackCodec
+from notifier.detect.scripts import COMMIT, META
 from notifier.errors import StateError
 from notifier.events import ENTRY_FIELDS
 
@@ -64,19 +62,16 @@ __all__ = [
 CHUNK_OPS = 2000
 """Upserts, deletes and events in one script at most: about 20 ms of Redis time."""
 LOAD_PAGE = 2000  # viewers per HSCAN page
-STAGE_TTL_MS = 15 * 60 * 1000  # an abandoned stage (a crash before publishing) goes away
 
 
 class CommitOutcome(enum.Enum):
     """What a commit did."""
 
-    COMMITTED = "ok"  # applied; the generation moved on by one
-    STALE = "stale"  # Redis is not at the generation the poll was computed against
-    FENCED = "fenced"  # this poller no longer holds the cluster's lease
-    PENDING = "pending"  # another commit is half applied: reload (which finishes it) first
-    UNSTAGED = "unstaged"  # the staged chunks were not all there (expired): nothing changed
-    HANDED_OVER = "handed_over"  # published, then the lease passed on: the next leader applies
-    # the rest when it loads (the poll is committed; this poller no longer leads)
+    COMMITTED = "ok"  # every chunk applied; the generation moved on by one per chunk
+    STALE = "stale"  # Redis is not at the generation the poll (or this chunk) was computed
+    # against: no chunk, or only the first ones, were applied (each is whole)
+    FENCED = "fenced"  # this poller no longer holds the cluster's lease (the chunks before
+    # the one refused were applied; the next leader carries on from them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +90,17 @@ class Checkpoint:
 
     upserts: dict[str, Track]
     deletes: tuple[str, ...] = ()
+    emissions: tuple[()] = ()
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """One script's share of a commit: events ``[start, end)`` and the viewers' writes."""
+
+    start: int
+    end: int
+    upserts: list[str]
+    deletes: list[str]
 
 
 class StateStore:
@@ -109,34 +115,26 @@ class StateStore:
         self._chunk_ops = chunk_ops
         self._meta = redis.register_script(META)
         self._commit = redis.register_script(COMMIT)
-        self._publish = redis.register_script(PUBLISH)
-        self._apply = redis.register_script(APPLY)
-        self._clear_stage = redis.register_script(CLEAR_STAGE)
-        self._stage = redis.register_script(STAGE)
-        self.chunks_applied = 0  # staged chunks this store applied (its own and rolled forward)
+        self.chunks_applied = 0  # commit scripts applied by this store
 
     # --- loading -------------------------------------------------------------------------------
 
-    async def load(self, *, lease: str | None = None) -> Snapshot:
+    async def load(self) -> Snapshot:
         """Everything tracked, as of one generation, read in pages (no long command).
 
-        A commit left half applied is finished first, under ``lease`` (``StateError`` without
-        one). Pages are read under the lease, so no commit lands in between; should the
-        generation move all the same, the read starts again.
+        Should a commit land while the pages are read (another replica's, say), the read
+        starts again.
         """
-        # Load the scripts now: a first EVALSHA that misses would send a large commit twice.
-        for script in (COMMIT, APPLY):
-            await self._redis.script_load(script)
+        # Load the script now: a first EVALSHA that misses would send a large chunk twice.
+        await self._redis.script_load(COMMIT)
         for _ in range(3):
             meta = await self._read_meta()
             if "pending" in meta:
-                if lease is None:
-                    raise StateError(
-                        f"{self._keys.meta}: commit {meta['pending']} is half applied;"
-                        " it is finished by the cluster's leader when it loads the state"
-                    )
-                await self._roll_forward(meta, lease)
-                meta = await self._read_meta()
+                raise StateError(
+                    f"{self._keys.meta}: commit {meta['pending']} was staged by a development"
+                    " build of storm-notifier and is half applied; finish it with that build"
+                    " (or delete the fields pending, pending_chunks and applied to forget it)"
+                )
             tracked = await self._read_viewers()
             if (await self._read_meta()).get("generation") == meta.get("generation"):
                 return self._snapshot(meta, tracked)
@@ -178,22 +176,6 @@ class StateStore:
                 f"{self._keys.meta}: unreadable generation, sequence or epoch ({exc})"
             ) from None
 
-    async def _roll_forward(self, meta: dict[str, str], lease: str) -> None:
-        commit = meta["pending"]
-        try:
-            first, last = int(meta.get("applied", 0)) + 1, int(meta["pending_chunks"])
-        except (KeyError, ValueError):
-            raise StateError(f"{self._keys.meta}: unreadable pending commit {commit}") from None
-        for chunk in range(first, last + 1):
-            status = await self._apply_chunk(commit, chunk, lease)
-            if status == "fenced":
-                raise StateError(f"{self._keys.lease}: lost the lease while finishing {commit}")
-            if status not in ("ok", "done"):
-                raise StateError(
-                    f"{self._keys.stage}: chunk {chunk} of published commit {commit} is"
-                    f" {status}; the stream may lack its events"
-                )
-
     # --- committing ----------------------------------------------------------------------------
 
     async def commit(
@@ -206,121 +188,124 @@ class StateStore:
         polled_at: int | None,
         commit_id: str | None = None,
     ) -> tuple[CommitOutcome, int]:
-        """Commit one poll; returns the outcome and the generation Redis is now at.
+        """Commit one poll in chunks (module doc); the outcome and the generation Redis is at.
 
-        ``polled_at`` is the poll's start (ms); None for a checkpoint, which counts no poll.
-        Small polls are one script, large ones staged and applied in chunks (module doc).
+        ``events`` are the events of ``detection.emissions``, one each, in the same order; it
+        may encode them as they are read (a slice at a time). ``polled_at`` is the poll's start
+        (ms); None for a checkpoint, which counts no poll.
         """
         commit = commit_id or uuid.uuid4().hex  # a re-sent copy is recognised, not stale
-        head = [
-            snapshot.generation,
-            lease,
-            commit,
-            snapshot.sequence + len(events),
-            "" if polled_at is None else polled_at,
-        ]
-        ops = len(detection.upserts) + len(detection.deletes) + len(events)
-        if ops <= self._chunk_ops:
-            return await self._commit_one(head, detection, events)
-        return await self._commit_staged(head, detection, events)
+        chunks = _plan(detection, len(events), self._chunk_ops)
+        keys = [self._keys.meta, self._keys.lease, self._keys.viewers, self._keys.events]
+        generation, sequence = snapshot.generation, snapshot.sequence
+        in_flight: asyncio.Future[Any] | None = None
+        try:
+            for number, chunk in enumerate(chunks, start=1):
+                part = events[chunk.start : chunk.end]
+                head = [
+                    generation + number - 1,
+                    lease,
+                    commit if len(chunks) == 1 else f"{commit}:{number}/{len(chunks)}",
+                    sequence + chunk.end,
+                    "" if polled_at is None or number > 1 else polled_at,
+                ]
+                args = self._chunk_args(head, detection, chunk, part)
+                if in_flight is not None:  # the chunk before: Redis applied it meanwhile
+                    outcome, at = _outcome(await in_flight)
+                    in_flight = None
+                    if outcome is not CommitOutcome.COMMITTED:
+                        return outcome, at
+                    self.chunks_applied += 1
+                in_flight = asyncio.ensure_future(self._send_chunk(keys, args))
+                await asyncio.sleep(0)  # send it before encoding the next chunk
+            if in_flight is None:
+                raise AssertionError("a commit plans at least one chunk")
+            outcome, at = _outcome(await in_flight)
+            in_flight = None
+        finally:
+            if in_flight is not None:
+                in_flight.cancel()
+        if outcome is CommitOutcome.COMMITTED:
+            self.chunks_applied += 1
+        return outcome, at
 
-    async def _commit_one(
-        self, head: list[Any], detection: Detection | Checkpoint, events: Sequence[EncodedEvent]
-    ) -> tuple[CommitOutcome, int]:
+    async def _send_chunk(self, keys: list[str], args: list[Any]) -> Any:
+        """One chunk's script (the seam where tests let a process die between chunks)."""
+        return await self._commit(keys=keys, args=args)
+
+    def _chunk_args(
+        self,
+        head: list[Any],
+        detection: Detection | Checkpoint,
+        chunk: _Chunk,
+        events: Sequence[EncodedEvent],
+    ) -> list[Any]:
         encode = TrackCodec.encode
+        upserts = detection.upserts
         args: list[Any] = [
             *head,
             self._maxlen,
-            len(detection.upserts),
-            len(detection.deletes),
+            len(chunk.upserts),
+            len(chunk.deletes),
             len(events),
             *ENTRY_FIELDS,
         ]
-        for viewer_id, track in detection.upserts.items():
-            args += (viewer_id, encode(track))
-        args += detection.deletes
+        for viewer_id in chunk.upserts:
+            args += (viewer_id, encode(upserts[viewer_id]))
+        args += chunk.deletes
         for event in events:
             args += event.values()
-        keys = [self._keys.meta, self._keys.lease, self._keys.viewers, self._keys.events]
-        return _outcome(await self._commit(keys=keys, args=args))
-
-    async def _commit_staged(
-        self, head: list[Any], detection: Detection | Checkpoint, events: Sequence[EncodedEvent]
-    ) -> tuple[CommitOutcome, int]:
-        commit, lease = head[2], head[1]
-        stage = self._keys.stage
-        keys = [self._keys.meta, self._keys.lease, stage]
-        cleared = _text(await self._clear_stage(keys=keys, args=[lease]))
-        if cleared != "ok":
-            return CommitOutcome(cleared), head[0]
-        chunks = 0
-        writes: list[asyncio.Future[Any]] = []
-        try:
-            for upserts, deletes, chunk_events in _split(detection, events, self._chunk_ops):
-                chunks += 1
-                blob = pack_chunk(upserts, deletes, chunk_events)
-                args = [lease, f"{commit}:{chunks}", blob, STAGE_TTL_MS]
-                writes.append(asyncio.ensure_future(self._stage(keys=keys, args=args)))
-                await asyncio.sleep(0)  # Redis takes this chunk while the next is packed
-            staged = {_text(reply) for reply in await asyncio.gather(*writes)}
-        except BaseException:
-            for write in writes:
-                write.cancel()
-            raise
-        if staged - {"ok"}:  # fenced or pending: publishing would only refuse
-            return CommitOutcome(sorted(staged - {"ok"})[0]), head[0]
-        outcome, generation = _outcome(await self._publish(keys=keys, args=[*head, chunks]))
-        if outcome is not CommitOutcome.COMMITTED:
-            return outcome, generation  # the stage is cleared by the next large commit, or expires
-        for chunk in range(1, chunks + 1):
-            status = await self._apply_chunk(commit, chunk, lease)
-            if status == "fenced":  # published: the next leader applies the rest when it loads
-                return CommitOutcome.HANDED_OVER, generation
-            if status not in ("ok", "done"):
-                raise StateError(f"{stage}: chunk {chunk} of a published commit is {status}")
-        return outcome, generation
-
-    async def _apply_chunk(self, commit: str, chunk: int, lease: str) -> str:
-        keys = [
-            self._keys.meta,
-            self._keys.lease,
-            self._keys.viewers,
-            self._keys.events,
-            self._keys.stage,
-        ]
-        status = await self._apply(
-            keys=keys, args=[lease, commit, chunk, self._maxlen, *ENTRY_FIELDS]
-        )
-        text = status.decode() if isinstance(status, bytes) else str(status)
-        if text == "ok":
-            self.chunks_applied += 1
-        return text
+        return args
 
 
-def _split(
-    detection: Detection | Checkpoint, events: Sequence[EncodedEvent], limit: int
-) -> list[tuple[list[tuple[str, bytes]], list[str], list[EncodedEvent]]]:
-    """The commit in chunks of at most ``limit`` operations: state changes first, then the
-    events in stream order (a chunk may hold both)."""
-    encode = TrackCodec.encode
-    ops: list[tuple[int, Any]] = [(0, (v, encode(t))) for v, t in detection.upserts.items()]
-    ops += [(1, viewer_id) for viewer_id in detection.deletes]
-    ops += [(2, event) for event in events]
-    chunks = []
-    for start in range(0, len(ops), limit):
-        part = ops[start : start + limit]
-        chunks.append(
-            (
-                [item for kind, item in part if kind == 0],
-                [item for kind, item in part if kind == 1],
-                [item for kind, item in part if kind == 2],
-            )
-        )
+def _plan(detection: Detection | Checkpoint, events: int, limit: int) -> list[_Chunk]:
+    """The commit in chunks of at most ``limit`` operations (one larger only when one viewer's
+    writes alone exceed it), each holding every write of its viewers: events in stream order,
+    a viewer's state change in the chunk of its events, then the state changes without one."""
+    upserts, deletes = detection.upserts, detection.deletes
+    if events + len(upserts) + len(deletes) <= limit:
+        return [_Chunk(0, events, list(upserts), list(deletes))]
+    emissions = detection.emissions
+    if len(emissions) != events:
+        raise ValueError(f"{events} events for {len(emissions)} emissions")
+    removed = set(deletes)
+    placed: set[str] = set()
+    chunks: list[_Chunk] = []
+    current = _Chunk(0, 0, [], [])
+    ops = 0
+
+    def take(cost: int, start: int) -> None:
+        nonlocal current, ops
+        if ops and ops + cost > limit:
+            chunks.append(current)
+            current, ops = _Chunk(start, start, [], []), 0
+        ops += cost
+
+    index = 0
+    while index < events:
+        subject = emissions[index].viewer_id
+        end = index + 1
+        while end < events and emissions[end].viewer_id == subject:
+            end += 1
+        owned = subject in upserts or subject in removed
+        take(end - index + owned, index)
+        current.end = end
+        if subject in upserts:
+            current.upserts.append(subject)
+        elif subject in removed:
+            current.deletes.append(subject)
+        placed.add(subject)
+        index = end
+    for viewer_id in upserts:
+        if viewer_id not in placed:
+            take(1, events)
+            current.upserts.append(viewer_id)
+    for viewer_id in deletes:
+        if viewer_id not in placed:
+            take(1, events)
+            current.deletes.append(viewer_id)
+    chunks.append(current)
     return chunks
-
-
-def _text(reply: Any) -> str:
-    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def _outcome(reply: list[Any]) -> tuple[CommitOutcome, int]:

@@ -11,11 +11,14 @@ raises ``StormSchemaError``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from notifier.errors import StormSchemaError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "NO_DATA_GRADE",
@@ -65,10 +68,24 @@ class Page(msgspec.Struct, frozen=True):
 
 
 # Two views of one body, decoded by msgspec; unknown fields are skipped in C.
-class _Core(msgspec.Struct):
+class _Core(msgspec.Struct, gc=False):
+    """The fields detection reads, whatever their JSON types."""
+
     id: Any = None
     healthScore: Any = None  # noqa: N815 - the API's spelling
     healthGrade: Any = None  # noqa: N815
+
+
+class _TypedCore(msgspec.Struct, gc=False):
+    """The same fields as the API documents them, typed in C: the common case, decoded first.
+
+    A page with any other type in them (a score sent as a bool, say) is decoded again as
+    ``_Core``, whose per-viewer checks decide what each odd value means.
+    """
+
+    id: str | int | None = None
+    healthScore: float | str | None = None  # noqa: N815
+    healthGrade: str | None = None  # noqa: N815
 
 
 class _CoreData(msgspec.Struct):
@@ -77,6 +94,14 @@ class _CoreData(msgspec.Struct):
 
 class _CoreBody(msgspec.Struct):
     data: _CoreData
+
+
+class _TypedData(msgspec.Struct):
+    rows: list[_TypedCore] | None = msgspec.field(default=None, name="list")
+
+
+class _TypedBody(msgspec.Struct):
+    data: _TypedData
 
 
 class _RawData(msgspec.Struct, rename="camel"):
@@ -106,6 +131,9 @@ class _Message(msgspec.Struct):
 
 _raw_decoder = msgspec.json.Decoder(_RawBody, strict=False)  # "3" or "true" paging values
 _core_decoder = msgspec.json.Decoder(_CoreBody)
+_typed_decoder = msgspec.json.Decoder(_TypedBody)
+_grade_keys: dict[str, str] = {}  # grade -> _grade_key(grade): a server sends a handful of grades
+_GRADE_KEYS_MAX = 1024
 _message_decoder = msgspec.json.Decoder(_Message)
 _batch_decoder = msgspec.json.Decoder(_BatchBody)
 
@@ -118,7 +146,11 @@ def decode_page(body: bytes) -> Page:
     """Decode a 200 body; ``MalformedBody`` if it is not JSON, ``StormSchemaError`` if misshapen."""
     try:
         raw = _raw_decoder.decode(body)
-        core = _core_decoder.decode(body)
+        cores: Sequence[_TypedCore | _Core]
+        try:
+            cores = _typed_decoder.decode(body).data.rows or []
+        except msgspec.ValidationError:
+            cores = _core_decoder.decode(body).data.rows or []
     except msgspec.ValidationError as exc:
         raise StormSchemaError(f"unexpected viewer list shape: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -129,14 +161,8 @@ def decode_page(body: bytes) -> Page:
         raise StormSchemaError(
             f"the viewer list has no $.data.list but reports totalItems {total_items}"
         )
-    raws = data.rows or []
-    cores = core.data.rows or []
-    viewers = [
-        _viewer(f"$.data.list[{index}]", c, bytes(r))
-        for index, (c, r) in enumerate(zip(cores, raws, strict=True))
-    ]
     return Page(
-        viewers=viewers,
+        viewers=_viewers(cores, data.rows or []),
         total_items=total_items,
         items_per_page=_positive(data.items_per_page),
         total_pages=_non_negative(data.total_pages),
@@ -168,7 +194,32 @@ def decode_found(body: bytes) -> list[Viewer]:
     return [decode_viewer(bytes(raw), f"$.data.found[{i}]") for i, raw in enumerate(found)]
 
 
-def _viewer(where: str, core: _Core, raw: bytes) -> Viewer:
+def _viewers(cores: Sequence[_TypedCore | _Core], raws: list[msgspec.Raw]) -> list[Viewer]:
+    """The page's viewers: ``_viewer`` of each, with the common case (a non-empty string id, a
+    float score, a string grade or none) done inline: this loop runs once per viewer per poll.
+    """
+    viewers: list[Viewer] = []
+    append = viewers.append
+    keys, isfinite = _grade_keys, math.isfinite
+    for index, (core, raw) in enumerate(zip(cores, raws, strict=True)):
+        viewer_id, score, grade = core.id, core.healthScore, core.healthGrade
+        if type(viewer_id) is not str or not viewer_id or type(score) is not float:
+            append(_viewer(f"$.data.list[{index}]", core, bytes(raw)))
+            continue
+        if grade is None:
+            key = ""
+        elif type(grade) is not str:
+            grade, key = None, ""
+        elif (key := keys.get(grade)) is None:  # type: ignore[assignment]
+            key = _grade_key(grade)
+            if len(keys) < _GRADE_KEYS_MAX:
+                keys[grade] = key
+        health = None if key == _NO_DATA_KEY or not isfinite(score) or not (score or key) else score
+        append(Viewer(viewer_id, health, grade, bytes(raw)))
+    return viewers
+
+
+def _viewer(where: str, core: _Core | _TypedCore, raw: bytes) -> Viewer:
     viewer_id = core.id
     if isinstance(viewer_id, int) and not isinstance(viewer_id, bool):
         viewer_id = str(viewer_id)

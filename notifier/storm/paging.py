@@ -134,14 +134,15 @@ class Tally:
     pages: int = 0
     duplicates: int = 0
     drift: bool = False
-    _ids: set[str] = field(default_factory=set)  # this pass's
+    _ids: set[str] | None = None  # this pass's; None while it is the first (``viewers`` holds them)
     _rows: int = 0
     _totals: set[int] = field(default_factory=set)
     _contents: dict[tuple[str, ...], int] = field(default_factory=dict)
 
     def start_pass(self) -> None:
         """Begin reading one query's pages."""
-        self._ids, self._rows, self._totals, self._contents = set(), 0, set(), {}
+        self._ids = set() if self.viewers else None
+        self._rows, self._totals, self._contents = 0, set(), {}
 
     def add(self, page: Page, number: int, per_page: int | None) -> int:
         """Count page ``number`` in; return how many of its viewers are new to this pass.
@@ -155,7 +156,8 @@ class Tally:
         if page.total_items is not None:
             self._totals.add(page.total_items)
             self.drift = self.drift or len(self._totals) > 1
-        contents = tuple(viewer.id for viewer in page.viewers)
+        ids = [viewer.id for viewer in page.viewers]
+        contents = tuple(ids)
         if len(contents) > 1:
             last = last_page(page, per_page)
             other = self._contents.setdefault(contents, number)
@@ -166,11 +168,13 @@ class Tally:
                     " (does the server ignore the page parameter?)"
                 )
         viewers, seen = self.viewers, self._ids
-        before, seen_before = len(viewers), len(seen)
-        for viewer in page.viewers:
-            viewers[viewer.id] = viewer
-            seen.add(viewer.id)
+        before = len(viewers)
+        viewers.update(zip(ids, page.viewers, strict=True))
         self.duplicates += len(page.viewers) - (len(viewers) - before)
+        if seen is None:  # the first pass: its viewers are all of them so far
+            return len(viewers) - before
+        seen_before = len(seen)
+        seen.update(ids)
         return len(seen) - seen_before
 
     def check_pass(self) -> None:
@@ -183,7 +187,7 @@ class Tally:
             return
         total = min(self._totals)
         if total - self._rows > shortfall_allowed(total):
-            held = len(self._ids)
+            held = len(self.viewers if self._ids is None else self._ids)
             repeats = self._rows - held
             raise StormSchemaError(
                 f"the server reported {total} viewers but its pages held {held}"

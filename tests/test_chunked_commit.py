@@ -1,0 +1,294 @@
+"""Large commits in bounded chunks (detect/store.py): each chunk whole, exactly once across a
+stop half-way, re-derived by the next poll."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pytest
+from redis.asyncio import RedisCluster
+
+from notifier.config import DetectionSettings
+from notifier.detect.encoding import encode_poll
+from notifier.detect.rules import detect
+from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot, StateStore, _plan
+from notifier.errors import StateError
+from notifier.keys import ClusterKeys
+from notifier.lease import Lease
+from notifier.storm import Viewer
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from notifier.detect.rules import Detection
+    from notifier.events import EncodedEvent
+    from notifier.redis_client import AnyRedis
+    from testkit.redis_procs import RedisCluster3
+
+KEYS = ClusterKeys("t", "big")
+CHUNK = 50  # operations per script in these tests (the default is 2,000)
+pytestmark = pytest.mark.timeout(30)
+
+
+def viewer(n: int, score: int = 90) -> Viewer:
+    raw = json.dumps({"id": f"v{n}", "healthScore": score, "healthGrade": "Good"}).encode()
+    return Viewer(id=f"v{n}", health=score, health_grade="Good", raw=raw)
+
+
+def poll(
+    snapshot: Snapshot, ids: range, *, at: int = 1000, score: int = 90, **settings: Any
+) -> tuple[Detection, list[EncodedEvent]]:
+    """Detection and events of one poll that sees the viewers ``ids``."""
+    seen = {v.id: v for v in (viewer(n, score) for n in ids)}
+    detection = detect(snapshot.tracked, seen, polled_at=at, settings=DetectionSettings(**settings))
+    events = encode_poll(
+        detection.emissions,
+        cluster="big",
+        epoch=snapshot.epoch,
+        after=snapshot.sequence,
+        time_ms=at,
+    )
+    return detection, events
+
+
+async def leader(redis: AnyRedis, owner: str = "me") -> str:
+    lease = Lease(redis, KEYS.lease, KEYS.fence, owner, ttl=30)
+    assert await lease.acquire()
+    assert lease.value is not None
+    return lease.value
+
+
+async def stream(redis: AnyRedis) -> list[dict[str, Any]]:
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(KEYS.events)  # type: ignore[assignment]
+    return [json.loads(fields[b"event"]) for _, fields in entries]
+
+
+class DiesAfter(StateStore):
+    """A store whose process dies (raises) once ``chunks`` chunks have been sent."""
+
+    def __init__(self, *args: Any, chunks: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.left = chunks
+
+    async def _send_chunk(self, keys: list[str], args: list[Any]) -> Any:
+        if self.left == 0:
+            raise ConnectionError("killed")
+        self.left -= 1
+        return await super()._send_chunk(keys, args)
+
+
+def assert_exactly_once(got: list[dict[str, Any]], viewers: int) -> None:
+    """One viewer.connected per viewer, sequences 1, 2, 3 ... in stream order."""
+    assert [e["sequence"] for e in got] == list(range(1, len(got) + 1))
+    connected = [e["subject"] for e in got if e["type"] == "viewer.connected"]
+    assert sorted(connected) == sorted(f"v{n}" for n in range(viewers))
+
+
+async def test_a_large_commit_is_written_in_bounded_chunks_in_order(redis: Redis) -> None:
+    """1,000 viewers with chunks of 50: every event once, in sequence order, no script long."""
+    lease = await leader(redis)
+    store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store.load()
+    detection, events = poll(snapshot, range(1000))
+    await redis.config_set("slowlog-log-slower-than", 0)
+    await redis.slowlog_reset()
+    outcome, generation = await store.commit(
+        snapshot, detection, events, lease=lease, polled_at=1000
+    )
+    chunks = 2000 // CHUNK  # 1,000 events, each with its viewer's state
+    assert (outcome, generation, store.chunks_applied) == (CommitOutcome.COMMITTED, chunks, chunks)
+    got = await stream(redis)
+    assert [e["id"] for e in got] == [e.id for e in events]
+    assert_exactly_once(got, 1000)
+    assert await redis.hlen(KEYS.viewers) == 1000
+    meta = await redis.hgetall(KEYS.meta)
+    assert (meta[b"sequence"], meta[b"polls"], meta[b"polled_at"]) == (b"1000", b"1", b"1000")
+    slow = await redis.slowlog_get(1000)
+    assert max(int(entry["duration"]) for entry in slow) < 50_000  # microseconds
+    again = await store.load()
+    assert (set(again.tracked), again.generation) == (set(detection.state), chunks)
+
+
+async def test_a_poller_dying_between_chunks_leaves_whole_chunks_and_the_next_poll_emits_the_rest(
+    redis: Redis,
+) -> None:
+    """Killed after 7 of 40 chunks: the tracked viewers are exactly those whose connected event
+    is in the stream; the next poll, from the reloaded state, connects the others, once."""
+    lease = await leader(redis)
+    dying = DiesAfter(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK, chunks=7)
+    snapshot = await dying.load()
+    detection, events = poll(snapshot, range(1000))
+    with pytest.raises(ConnectionError, match="killed"):
+        await dying.commit(snapshot, detection, events, lease=lease, polled_at=1000)
+    written = await stream(redis)
+    assert len(written) == 7 * CHUNK // 2
+    fresh = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    loaded = await fresh.load()
+    assert set(loaded.tracked) == {e["subject"] for e in written}
+    assert (loaded.generation, loaded.sequence) == (7, len(written))
+    detection, events = poll(loaded, range(1000), at=2000)
+    assert len(events) == 1000 - len(written)
+    outcome, _ = await fresh.commit(loaded, detection, events, lease=lease, polled_at=2000)
+    assert outcome is CommitOutcome.COMMITTED
+    assert_exactly_once(await stream(redis), 1000)
+    assert await redis.hget(KEYS.meta, "polls") == b"2"
+
+
+async def test_a_viewers_events_and_state_are_never_split_between_chunks(redis: Redis) -> None:
+    """With drops confirmed in one poll, each new viewer has two events: a chunk holds both and
+    the viewer's state, so a stop half-way never leaves an event without its state."""
+    lease = await leader(redis)
+    dying = DiesAfter(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK, chunks=5)
+    snapshot = await dying.load()
+    detection, events = poll(snapshot, range(300), score=10, health={"consecutive_polls": 1})
+    assert len(events) == 600
+    plan = _plan(detection, len(events), CHUNK)
+    for chunk in plan:
+        assert 0 < chunk.end - chunk.start + len(chunk.upserts) <= CHUNK
+        subjects = {e.viewer_id for e in detection.emissions[chunk.start : chunk.end]}
+        assert subjects == set(chunk.upserts)
+    with pytest.raises(ConnectionError, match="killed"):
+        await dying.commit(snapshot, detection, events, lease=lease, polled_at=1000)
+    got = await stream(redis)
+    tracked = set((await StateStore(redis, KEYS, maxlen=100_000).load()).tracked)
+    assert {e["subject"] for e in got} == tracked
+    for subject in tracked:
+        kinds = [e["type"] for e in got if e["subject"] == subject]
+        assert kinds == ["viewer.connected", "viewer.health_dropped"]
+
+
+async def test_a_fenced_poller_stops_and_the_new_leader_carries_on_from_its_chunks(
+    redis: Redis,
+) -> None:
+    """The lease passes to another replica after 10 chunks: FENCED; the new leader's first poll
+    emits what the refused chunks held, nothing twice."""
+
+    class LosesLease(StateStore):
+        sent = 0
+
+        async def _send_chunk(self, keys: list[str], args: list[Any]) -> Any:
+            self.sent += 1
+            if self.sent == 11:
+                await redis.delete(KEYS.lease)
+                await leader(redis, "other")
+            return await super()._send_chunk(keys, args)
+
+    lease = await leader(redis)
+    store = LosesLease(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store.load()
+    detection, events = poll(snapshot, range(1000))
+    outcome, _ = await store.commit(snapshot, detection, events, lease=lease, polled_at=1000)
+    assert outcome is CommitOutcome.FENCED
+    assert len(await stream(redis)) == 10 * CHUNK // 2
+    holder = (await redis.get(KEYS.lease)).decode()  # type: ignore[union-attr]
+    successor = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    loaded = await successor.load()
+    detection, events = poll(loaded, range(1000), at=2000)
+    outcome, _ = await successor.commit(loaded, detection, events, lease=holder, polled_at=2000)
+    assert outcome is CommitOutcome.COMMITTED
+    assert_exactly_once(await stream(redis), 1000)
+
+
+async def test_a_chunk_sent_twice_writes_once(redis: Redis) -> None:
+    """A client that re-sends a chunk after a lost reply is answered "ok" and writes nothing
+    twice; a chunk sent after a later one is stale."""
+
+    class Resends(StateStore):
+        sent: ClassVar[list[list[Any]]] = []
+
+        async def _send_chunk(self, keys: list[str], args: list[Any]) -> Any:
+            reply = await super()._send_chunk(keys, args)
+            assert await super()._send_chunk(keys, args) == reply  # re-sent: the same answer
+            if self.sent:
+                status, _ = await super()._send_chunk(keys, self.sent[-1])
+                assert status == b"stale"
+            self.sent.append(args)
+            return reply
+
+    lease = await leader(redis)
+    store = Resends(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store.load()
+    detection, events = poll(snapshot, range(1000))
+    outcome, _ = await store.commit(snapshot, detection, events, lease=lease, polled_at=1000)
+    assert outcome is CommitOutcome.COMMITTED
+    assert [e["id"] for e in await stream(redis)] == [e.id for e in events]
+
+
+async def test_a_stale_leader_writes_no_chunk(redis: Redis) -> None:
+    """A, paused past its lease, wakes while B leads: its first chunk is fenced, nothing of
+    A's poll reaches Redis."""
+    old = await leader(redis, "a")
+    stale = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await stale.load()
+    await redis.delete(KEYS.lease)
+    await leader(redis, "b")
+    detection, events = poll(snapshot, range(1000))
+    outcome, generation = await stale.commit(snapshot, detection, events, lease=old, polled_at=1000)
+    assert (outcome, generation) == (CommitOutcome.FENCED, 0)
+    assert await stream(redis) == []
+    assert await redis.hlen(KEYS.viewers) == 0
+
+
+async def test_a_mass_disconnect_and_a_checkpoint_are_chunked_too(redis: Redis) -> None:
+    """1,000 viewers leave (two missed polls) in chunks; a clean stop's checkpoint of 1,000
+    records is chunked and writes no event."""
+    lease = await leader(redis)
+    store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store.load()
+    for at, ids in ((1000, range(1000)), (2000, range(0)), (3000, range(0))):
+        detection, events = poll(snapshot, ids, at=at)
+        outcome, generation = await store.commit(
+            snapshot, detection, events, lease=lease, polled_at=at
+        )
+        assert outcome is CommitOutcome.COMMITTED
+        snapshot = Snapshot(
+            generation, snapshot.sequence + len(events), snapshot.epoch, detection.state
+        )
+    got = await stream(redis)
+    assert [e["type"] for e in got].count("viewer.disconnected") == 1000
+    assert await redis.hlen(KEYS.viewers) == 0
+    detection, events = poll(snapshot, range(1000), at=4000)
+    await store.commit(snapshot, detection, events, lease=lease, polled_at=4000)
+    snapshot = await store.load()
+    before = len(await stream(redis))
+    outcome, _ = await store.commit(
+        snapshot, Checkpoint(upserts=snapshot.tracked), [], lease=lease, polled_at=None
+    )
+    assert outcome is CommitOutcome.COMMITTED
+    assert len(await stream(redis)) == before
+    assert await redis.hget(KEYS.meta, "polls") == b"4"
+
+
+async def test_state_half_applied_by_a_development_build_is_refused_with_a_way_out(
+    redis: Redis,
+) -> None:
+    """A meta hash that a staged commit of a development build left ``pending`` is not read
+    as if it were whole: a one-line error says what to do."""
+    await redis.hset(KEYS.meta, mapping={"pending": "abc", "pending_chunks": 3, "applied": 1})
+    with pytest.raises(StateError, match=r"development build.*pending_chunks"):
+        await StateStore(redis, KEYS, maxlen=100_000).load()
+
+
+@pytest.mark.timeout(60)
+async def test_chunked_commits_and_a_stop_half_way_work_on_a_redis_cluster(
+    redis_cluster: RedisCluster3,
+) -> None:
+    """On three masters: every key of a chunk is in the cluster's slot; a stop half-way is
+    carried on by the next poll."""
+    client = RedisCluster.from_url(redis_cluster.url)
+    try:
+        lease = await leader(client)
+        dying = DiesAfter(client, KEYS, maxlen=100_000, chunk_ops=CHUNK, chunks=11)
+        snapshot = await dying.load()
+        detection, events = poll(snapshot, range(1000))
+        with pytest.raises(ConnectionError, match="killed"):
+            await dying.commit(snapshot, detection, events, lease=lease, polled_at=1000)
+        fresh = StateStore(client, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+        loaded = await fresh.load()
+        detection, events = poll(loaded, range(1000), at=2000)
+        outcome, _ = await fresh.commit(loaded, detection, events, lease=lease, polled_at=2000)
+        assert outcome is CommitOutcome.COMMITTED
+        assert_exactly_once(await stream(client), 1000)
+    finally:
+        await client.aclose()
