@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import re
 import time
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -16,7 +18,8 @@ import pytest
 import structlog
 
 from notifier.commands import simulate as command
-from notifier.commands._common import duration  # the argparse type under test
+from notifier.commands._common import Parser, duration  # the argparse pieces under test
+from notifier.errors import ConfigError
 from notifier.simulator import (
     FAULT_NAMES,
     HARNESS_TYPES,
@@ -24,8 +27,10 @@ from notifier.simulator import (
     SYSTEM_HARNESS_TYPES,
     Change,
     Faults,
+    Incident,
     Population,
     PopulationSettings,
+    Ramp,
     RunningSimulator,
     SimulatorSettings,
     ViewerQuery,
@@ -107,6 +112,32 @@ async def login(http: aiohttp.ClientSession, base: str, **credentials: str) -> t
 def viewers_url(running: RunningSimulator) -> str:
     """The viewer-list URL of a running simulator."""
     return f"{running.url}/api/cluster/viewers"
+
+
+async def served(http: aiohttp.ClientSession, running: RunningSimulator) -> tuple[int, list[JSON]]:
+    """Every viewer the simulator serves (pages of 1000), and the last page's generatedAt."""
+    records: list[JSON] = []
+    page = 1
+    while True:
+        body = await get_json(http, viewers_url(running), page=page, rowsPerPage=1000)
+        records.extend(body["data"]["list"])
+        if not body["data"]["hasNext"]:
+            return body["meta"]["generatedAt"], records
+        page += 1
+
+
+def assert_documented(record: JSON, generated_at: int) -> None:
+    """One list record has the storm-api.md keys, in order, with consistent values."""
+    assert list(record) in (RECORD_KEYS, RECORD_KEYS[:-1])
+    assert VIEWER_ID.fullmatch(record["id"])
+    assert record["harnessType"] in HARNESS_TYPES
+    assert record["deviceType"] in {"MOBILE", "TABLET", "DESKTOP"}
+    assert record["startTime"] + record["duration"] == generated_at
+    assert 0 <= record["healthScore"] <= 100
+    if record["healthScore"] > 0:
+        assert record["healthGrade"] == health_grade(record["healthScore"])
+    else:
+        assert record.get("healthGrade") in {NO_DATA, None}
 
 
 # -- population (pure) ---------------------------------------------------------------------
@@ -867,6 +898,165 @@ async def test_automatic_ticks_step_the_population(http: aiohttp.ClientSession) 
         assert data["list"][0]["duration"] > 0
 
 
+# -- scenarios: streams, incidents, ramps ---------------------------------------------------
+
+EPOCH_MS = 1_780_000_000_000
+ROWS = Faults(max_rows_per_page=1000)
+
+
+def audience_of(records: list[JSON], stream_key: str) -> list[JSON]:
+    """The records of one stream that count as its audience (no system clients)."""
+    return [
+        r
+        for r in records
+        if r["streamKey"] == stream_key and r["harnessType"] not in SYSTEM_HARNESS_TYPES
+    ]
+
+
+def test_counted_streams_spread_the_audience_zipf_like() -> None:
+    """With streams=N the audience is on live-1 ... live-N, live-k watched about 1/k as much."""
+    population = Population(PopulationSettings(seed=2, viewers=6000, streams=5))
+    records = population.records()
+    counts = Counter(record["streamKey"] for record in records)
+    assert set(counts) == {f"live-{k}" for k in range(1, 6)}
+    share = [counts[f"live-{k}"] / len(records) for k in range(1, 6)]
+    harmonic = sum(1 / k for k in range(1, 6))
+    for k, observed in enumerate(share, start=1):
+        assert observed == pytest.approx(1 / k / harmonic, rel=0.15)
+    apps: dict[str, set[str]] = {}
+    for record in records:
+        apps.setdefault(record["streamKey"], set()).add(record["applicationId"])
+    assert all(len(ids) == 1 for ids in apps.values())  # a stream lives in one application
+    assert len(set().union(*apps.values())) == 3
+
+
+def test_scenario_texts_parse_into_incidents_and_ramps() -> None:
+    """The --incident and --ramp forms parse into virtual milliseconds, share and hold."""
+    assert Incident.parse("main:30s:2m") == Incident("main", 30_000, 120_000, 0.5)
+    assert Incident.parse("live-1:0:500ms:0.25") == Incident("live-1", 0, 500, 0.25)
+    assert Ramp.parse("launch:1500:2m") == Ramp("launch", 1500, 120_000, None)
+    ramp = Ramp.parse("launch:100:10s:5s")
+    assert ramp == Ramp("launch", 100, 10_000, 5_000)
+    assert [ramp.target(t * 1000) for t in (0, 1, 5, 10, 15, 16, 20, 25, 99)] == [
+        0, 10, 50, 100, 100, 90, 50, 0, 0,
+    ]  # fmt: skip
+    assert (ramp.end_ms, Ramp("x", 7, 1000).target(10**9)) == (25_000, 7)
+
+
+def test_same_seed_plays_the_same_scenario() -> None:
+    """Two populations with one seed and the same incident and ramp agree tick by tick."""
+
+    def history(seed: int) -> tuple[list[list[Change]], list[JSON]]:
+        population = Population(
+            PopulationSettings(
+                seed=seed,
+                viewers=200,
+                incidents=(Incident("main", 2000, 3000, 0.6),),
+                ramps=(Ramp("launch", 30, 4000, 1000),),
+            )
+        )
+        return [population.step() for _ in range(12)], population.records()
+
+    assert history(4) == history(4)
+    assert history(4) != history(5)
+
+
+async def test_an_incident_holds_its_share_of_one_stream_and_leaves_the_rest_alone(
+    http: aiohttp.ClientSession,
+) -> None:
+    """During an incident SHARE of its stream's viewers show bad graded scores, then >= 70;
+    every other record is served exactly as by the same population without the incident."""
+    base = PopulationSettings(seed=3, viewers=600, streams=4, epoch_ms=EPOCH_MS)
+    incident = Incident("live-1", start_ms=5000, duration_ms=10_000, share=0.3)
+    twin = Population(base)  # the ground truth: the same audience, no incident
+    scenario = SimulatorSettings(
+        population=replace(base, incidents=(incident,)), static_tokens=(TOKEN,)
+    )
+    async with running_simulator(scenario, ROWS) as sim:
+        last_held: set[str] = set()
+        ever_held: set[str] = set()
+        for tick in range(20):
+            if tick:
+                sim.population.step()
+                twin.step()
+            generated_at, records = await served(http, sim)
+            held = sim.population.incident_viewers()
+            audience = audience_of(records, "live-1")
+            expected = {record["id"]: record for record in twin.records()}
+            assert [r["id"] for r in records] == list(expected)
+            if 5 <= tick < 15:
+                assert held <= {r["id"] for r in audience}
+                assert abs(len(held) - incident.share * len(audience)) <= 0.5
+                assert len(held) > 50
+            else:
+                assert held == set()
+            ever_held |= held
+            for record in records:
+                assert_documented(record, generated_at)
+                score, twin_record = record["healthScore"], expected[record["id"]]
+                if record["id"] in held:
+                    assert 10 <= score <= 40
+                    assert record["healthGrade"] == health_grade(score)
+                elif tick == 15 and record["id"] in last_held:  # just over: recovered
+                    assert score >= 70
+                    assert record["healthGrade"] == health_grade(score)
+                elif record["id"] in ever_held and score != twin_record["healthScore"]:
+                    assert score >= 70  # recovered until its modelled health next moves
+                elif record["id"] in ever_held:  # sent less while it was held
+                    del record["outTotalBytes"], twin_record["outTotalBytes"]
+                    assert record == twin_record
+                else:
+                    assert record == twin_record
+            last_held = held
+        bad_after = [r for r in audience_of(records, "live-1") if 0 < r["healthScore"] < 50]
+        assert len(bad_after) < 0.3 * len(audience_of(records, "live-1")) / 2
+
+
+async def test_a_ramp_grows_its_stream_to_the_asked_size_then_ends_it(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A ramp's new stream grows monotonically to VIEWERS over DURATION, holds, falls to none;
+    it holds only audience viewers, and every other record is as without the ramp."""
+    base = PopulationSettings(seed=5, viewers=300, epoch_ms=EPOCH_MS)
+    ramp = Ramp("launch", viewers=120, duration_ms=10_000, hold_ms=3000)
+    twin = Population(base)
+    scenario = SimulatorSettings(population=replace(base, ramps=(ramp,)), static_tokens=(TOKEN,))
+    async with running_simulator(scenario, ROWS) as sim:
+        sizes: list[int] = []
+        for tick in range(26):
+            if tick:
+                sim.population.step()
+                twin.step()
+            generated_at, records = await served(http, sim)
+            launch = [r for r in records if r["streamKey"] == "launch"]
+            assert launch == audience_of(records, "launch")  # no system clients
+            assert len({r["applicationId"] for r in launch}) <= 1
+            sizes.append(len(launch))
+            for record in records:
+                assert_documented(record, generated_at)
+            assert [r for r in records if r["streamKey"] != "launch"] == twin.records()
+    up, held, down = sizes[:11], sizes[10:14], sizes[13:]
+    assert up == [12 * t for t in range(11)]
+    assert all(a <= b for a, b in itertools.pairwise(up))
+    assert held == [120] * 4
+    assert down == [120 - 12 * t for t in range(11)] + [0, 0]
+
+
+async def test_record_times_start_at_the_simulator_clock(http: aiohttp.ClientSession) -> None:
+    """startTime and generatedAt are recent by the simulator's clock, not a fixed epoch."""
+    clock = FakeClock(1_790_000_000.0)
+    now_ms = 1_790_000_000_000
+    async with running_simulator(settings(viewers=300), ROWS, clock=clock) as running:
+        generated_at, records = await served(http, running)
+        assert generated_at == now_ms
+        assert all(now_ms - 3_600_000 <= r["startTime"] <= now_ms for r in records)
+        running.population.step()
+        generated_at, records = await served(http, running)
+        assert generated_at == now_ms + 1000
+        for record in records:
+            assert_documented(record, generated_at)
+
+
 # -- notifier simulate -----------------------------------------------------------------------
 
 
@@ -964,3 +1154,74 @@ def test_invalid_rates_are_rejected() -> None:
     """A rate outside 0..1 is a usage error."""
     with pytest.raises(SystemExit):
         parse("--fault-5xx", "1.5")
+
+
+def test_scenario_options_map_to_population_settings() -> None:
+    """--streams, --incident and --ramp (repeatable) land in PopulationSettings."""
+    args = parse(
+        "--streams", "12", "--incident", "live-1:30s:2m", "--incident", "launch:1m:30s:0.25",
+        "--ramp", "launch:1500:2m:1m",
+    )  # fmt: skip
+    population = command.settings_from_args(args)[0].population
+    assert population.streams == 12
+    assert population.incidents == (
+        Incident("live-1", 30_000, 120_000, 0.5),
+        Incident("launch", 60_000, 30_000, 0.25),
+    )
+    assert population.ramps == (Ramp("launch", 1500, 120_000, 60_000),)
+    assert population.epoch_ms is None  # the simulator starts it at its clock
+    defaults = command.settings_from_args(parse())[0].population
+    assert (defaults.streams, defaults.incidents, defaults.ramps) == (None, (), ())
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--incident", "main"], "expected STREAM_KEY:START:DURATION[:SHARE]"),
+        (["--incident", "main:5s"], "expected STREAM_KEY:START:DURATION[:SHARE]"),
+        (["--incident", "main:soon:1m"], "start 'soon': expected a duration"),
+        (["--incident", "main:5s:0s"], "duration '0s': must be above 0"),
+        (["--incident", "main:5s:1m:1.5"], "share '1.5': must be above 0 and at most 1"),
+        (["--incident", "main:5s:1m:half"], "share 'half': expected a number"),
+        (["--ramp", "launch:many:1m"], "viewers 'many': expected a whole number"),
+        (["--ramp", "launch:0:1m"], "viewers '0': expected a whole number, 1 or more"),
+        (["--ramp", "launch:10:0s"], "duration '0s': must be above 0"),
+        (["--ramp", "launch:10:1m:later"], "hold 'later': expected a duration"),
+        (["--ramp", "launch:10:1m:1m:1m"], "expected STREAM_KEY:VIEWERS:DURATION[:HOLD]"),
+        (["--streams", "0"], "expected a whole number, 1 or more"),
+    ],
+)
+def test_malformed_scenario_options_are_one_line_usage_errors(
+    argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A malformed --incident, --ramp or --streams exits 2 with one line naming the reason."""
+    parser = Parser(prog="notifier simulate")
+    command.configure_parser(parser)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith(f"notifier: argument {argv[-2]}: ")
+    assert err.endswith("(see 'notifier simulate --help')\n")
+    assert err.count("\n") == 1
+    assert reason in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--incident", "live-1:0s:1m"], "stream 'live-1' is neither one of the streams (123,"),
+        (["--streams", "3", "--incident", "live-4:0s:1m"], "(live-1, live-2, live-3)"),
+        (["--streams", "30", "--incident", "live-40:0s:1m"], "(live-1 ... live-30)"),
+        (["--ramp", "launch:10:1m", "--tick", "0"], "need --tick above 0"),
+    ],
+)
+def test_inconsistent_scenario_options_are_config_errors(argv: list[str], reason: str) -> None:
+    """An incident on a stream nobody watches, or scenarios without ticks, stop the command
+    before it serves, with a one-line ConfigError (the CLI's exit status 2)."""
+    with pytest.raises(ConfigError) as raised:
+        command.main(parse("--port", "0", *argv))
+    message = str(raised.value)
+    assert reason in message
+    assert message.endswith("(see 'notifier simulate --help')")
+    assert "\n" not in message

@@ -1,7 +1,8 @@
 """A stand-in Storm cluster API for the demo, the tests and the benchmarks (`notifier simulate`).
 
-`Population` is the pure, seeded audience model (its records' vocabulary in `records`);
-`Faults` the switches and scripted one-shot faults; `Simulator` the aiohttp application over
+`Population` is the pure, seeded audience model (its records' vocabulary in `records`, one
+viewer in `viewer`, the scripted `Incident`s and `Ramp`s in `scenarios`); `Faults` the
+switches and scripted one-shot faults; `Simulator` the aiohttp application over
 both (request/response shapes in `wire`, credentials in `tokens`); `running_simulator` serves
 one on a real port.
 """
@@ -15,6 +16,7 @@ from notifier.simulator.records import (
     ViewerQuery,
     health_grade,
 )
+from notifier.simulator.scenarios import Incident, Ramp
 from notifier.simulator.server import (
     RunningSimulator,
     Simulator,
@@ -30,8 +32,10 @@ __all__ = [
     "SYSTEM_HARNESS_TYPES",
     "Change",
     "Faults",
+    "Incident",
     "Population",
     "PopulationSettings",
+    "Ramp",
     "RunningSimulator",
     "Simulator",
     "SimulatorSettings",

@@ -1,52 +1,53 @@
 """A pure, seeded model of the audience of a Storm cluster.
 
-Everything here is a function of the seed and of the calls made: one `random.Random(seed)`,
-a virtual clock that advances `tick_ms` per `step()`, no wall clock and no I/O. Records have
-the shape of a `GET /api/cluster/viewers` list item (see storm-api.md).
+Everything here is a function of the settings and of the calls made: one `random.Random(seed)`
+for the audience, another for the scripted scenarios (`scenarios`: incidents and ramps, which
+therefore change nothing outside their stream), a virtual clock that advances `tick_ms` per
+`step()` from `epoch_ms`, no wall clock and no I/O. Records have the shape of a
+`GET /api/cluster/viewers` list item (see storm-api.md).
 
 Per-tick growth (duration, byte totals) is computed lazily from the tick a value was last
-set at, so `step()` costs O(joins + leaves + health changes), not O(viewers). Each viewer's
-encoded JSON is cached until its next change or the next tick. What a record is made of (the
-vocabulary, the tables fields are drawn from, the per-viewer state) lives in `records`; the
-vocabulary is re-exported here.
+set at, so `step()` costs O(joins + leaves + health changes), not O(viewers) (an active
+incident adds one pass over the viewers per tick). Each viewer's encoded JSON is cached until
+its next change or the next tick. What a record is made of lives in `records` (the vocabulary,
+re-exported here, and the tables) and `viewer` (drawing one, its state and record).
 """
 
 from __future__ import annotations
 
-import math
 import random
-from bisect import bisect
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from notifier.simulator.records import (
-    ADDRESS_PREFIXES,
-    COUNTRIES,
-    DEVICE_CUM,
-    DEVICES,
-    HARNESS_CUM,
-    HARNESS_NAMES,
     HARNESS_TYPES,
     ID_ALPHABET,
     ID_TABLE,
     NO_DATA,
-    REGIONS,
     STREAM_KEYS,
     SYSTEM_HARNESS_TYPES,
     ViewerQuery,
-    ViewerState,
-    between,
     haystack,
     health_grade,
-    pick,
+    stream_layout,
 )
+from notifier.simulator.scenarios import (
+    Incident,
+    Ramp,
+    bad_score,
+    check_scenarios,
+    recovered_score,
+)
+from notifier.simulator.viewer import ViewerState, draw_health, draw_viewer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "FIXED_EPOCH_MS",
     "HARNESS_TYPES",
     "NO_DATA",
     "SYSTEM_HARNESS_TYPES",
@@ -59,10 +60,20 @@ __all__ = [
 
 _encode = msgspec.json.Encoder().encode
 
+#: Virtual time of tick 0 for a `Population` whose settings leave `epoch_ms` unset.
+FIXED_EPOCH_MS = 1_770_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class PopulationSettings:
-    """How the audience is drawn and how it moves per tick."""
+    """How the audience is drawn, how it moves per tick, and what is scripted over it.
+
+    `streams`: None for the seven default streams of three applications, else that many
+    streams watched Zipf-like (`records.stream_layout`). `epoch_ms`: the virtual Unix time of
+    tick 0; None lets a `Simulator` start it at its clock's now (a bare `Population` then
+    starts at `FIXED_EPOCH_MS`, staying a function of its settings). Invalid values raise
+    ValueError with a one-line reason.
+    """
 
     seed: int = 0
     viewers: int = 1000
@@ -71,8 +82,14 @@ class PopulationSettings:
     health_change_rate: float = 0.05
     no_data_rate: float = 0.03
     tick_ms: int = 1000
-    epoch_ms: int = 1_770_000_000_000
+    epoch_ms: int | None = None
     extra_fields: bool = False
+    streams: int | None = None
+    incidents: tuple[Incident, ...] = ()
+    ramps: tuple[Ramp, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_scenarios(self.streams, self.incidents, self.ramps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +109,7 @@ class Population:
     def __init__(self, settings: PopulationSettings) -> None:
         self.settings = settings
         self.tick = 0
+        self._epoch_ms = FIXED_EPOCH_MS if settings.epoch_ms is None else settings.epoch_ms
         self._rng = random.Random(settings.seed)
         self._viewers: dict[str, ViewerState] = {}
         self._order: list[ViewerState] | None = None
@@ -99,15 +117,26 @@ class Population:
         self._apps = tuple(
             "c_" + "".join(self._rng.choices(ID_ALPHABET, k=16)) for _ in STREAM_KEYS
         )
+        self._layout = stream_layout(settings.streams)
+        self._scripts = random.Random(f"{settings.seed}:scenarios")
+        #: Per ramp, the viewers it added; per incident, the viewers it holds.
+        self._ramped: tuple[dict[str, ViewerState], ...] = tuple({} for _ in settings.ramps)
+        self._held: tuple[dict[str, ViewerState], ...] = tuple({} for _ in settings.incidents)
         for _ in range(settings.viewers):
             self._add(self._rng.randint(1_000, 3_600_000))
+        self._play()
 
     # -- reading -------------------------------------------------------------------------
 
     @property
     def now_ms(self) -> int:
         """Virtual Unix time in ms: `epoch_ms + tick * tick_ms`."""
-        return self.settings.epoch_ms + self.tick * self.settings.tick_ms
+        return self._epoch_ms + self.elapsed_ms
+
+    @property
+    def elapsed_ms(self) -> int:
+        """Virtual time since tick 0, the clock scenarios are scripted in."""
+        return self.tick * self.settings.tick_ms
 
     def __len__(self) -> int:
         return len(self._viewers)
@@ -125,6 +154,12 @@ class Population:
         """The ids of the current viewers."""
         return set(self._viewers)
 
+    def incident_viewers(self) -> set[str]:
+        """The viewers an incident holds at a bad health score now (the ground truth)."""
+        return {
+            viewer_id for held in self._held for viewer_id in held if viewer_id in self._viewers
+        }
+
     def page(
         self, offset: int, limit: int, query: ViewerQuery | None = None
     ) -> tuple[int, list[bytes]]:
@@ -135,19 +170,20 @@ class Population:
     # -- moving --------------------------------------------------------------------------
 
     def step(self) -> list[Change]:
-        """Advance one tick: some viewers leave, some change health, some join."""
+        """Advance one tick: some viewers leave, some change health, some join; then the
+        scenarios play (ramp viewers join or leave, incidents hold or release viewers)."""
         self.tick += 1
-        rng, settings, size = self._rng, self.settings, len(self._viewers)
-        leaving = min(size, self._count(settings.leave_rate * size))
-        changing = min(size - leaving, self._count(settings.health_change_rate * size))
-        joining = self._count(settings.join_rate * max(size, 1))
-        chosen = rng.sample(list(self._viewers), leaving + changing) if size else []
+        rng, settings = self._rng, self.settings
+        modelled = self._modelled()
+        size = len(modelled)
+        leaving = min(size, self._count(settings.leave_rate * size, rng))
+        changing = min(size - leaving, self._count(settings.health_change_rate * size, rng))
+        joining = self._count(settings.join_rate * max(size, 1), rng)
+        chosen = rng.sample(modelled, leaving + changing) if size else []
         changes = self._remove(chosen[:leaving])
-        for viewer_id in chosen[leaving:]:
-            viewer = self._viewers[viewer_id]
-            self._resample_health(viewer)
-            changes.append(self._change("health", viewer))
+        changes.extend(self._move_health(chosen[leaving:], rng))
         changes.extend(self._change("joined", self._add()) for _ in range(joining))
+        changes.extend(self._play())
         return changes
 
     def churn(self, n: int) -> list[Change]:
@@ -168,7 +204,10 @@ class Population:
     def set_health(
         self, viewer_id: str, score: int, grade: str | None, *, omit_grade: bool = False
     ) -> None:
-        """Set a health sample; `omit_grade` drops the `healthGrade` key from the record."""
+        """Set a health sample; `omit_grade` drops the `healthGrade` key from the record.
+
+        A viewer an incident holds keeps showing the incident's score until it is released.
+        """
         viewer = self._viewers[viewer_id]
         self._set_health(viewer, score, grade, omit_grade=omit_grade)
 
@@ -179,14 +218,109 @@ class Population:
         self._viewers = {viewer.id: viewer for viewer in viewers}
         self._relayout()
 
+    # -- scenarios -----------------------------------------------------------------------
+
+    def _play(self) -> list[Change]:
+        """Bring every ramp and incident to what it wants at this tick."""
+        settings, elapsed, r = self.settings, self.elapsed_ms, self._scripts
+        changes: list[Change] = []
+        for ramp, members in zip(settings.ramps, self._ramped, strict=True):
+            changes.extend(self._ramp(ramp, members, elapsed))
+        scripted = [viewer_id for members in self._ramped for viewer_id in members]
+        if scripted and self.tick:  # ramp viewers' health moves like everyone's
+            count = self._count(settings.health_change_rate * len(scripted), r)
+            changes.extend(self._move_health(r.sample(scripted, min(count, len(scripted))), r))
+        active = [incident.active(elapsed) for incident in settings.incidents]
+        audiences = self._audiences() if any(active) else {}
+        for incident, held, on in zip(settings.incidents, self._held, active, strict=True):
+            for viewer_id in [i for i in held if i not in self._viewers]:
+                del held[viewer_id]
+            if on:
+                changes.extend(self._hold(incident, held, audiences[incident.stream_key]))
+            elif held:  # over: the held viewers show a recovered score
+                for viewer in held.values():
+                    viewer.held = False
+                    changes.extend(self._force(viewer, recovered_score(r.random)))
+                held.clear()
+        return changes
+
+    def _ramp(self, ramp: Ramp, members: dict[str, ViewerState], elapsed: int) -> list[Change]:
+        for viewer_id in [i for i in members if i not in self._viewers]:
+            del members[viewer_id]
+        wanted = ramp.target(elapsed)
+        if wanted < len(members):
+            leaving = self._scripts.sample(list(members), len(members) - wanted)
+            for viewer_id in leaving:
+                del members[viewer_id]
+            return self._remove(leaving)
+        app = next((a for a, key in self._layout.streams if key == ramp.stream_key), 0)
+        joined = []
+        for _ in range(wanted - len(members)):
+            viewer = self._add(rng=self._scripts, stream=(app, ramp.stream_key))
+            viewer.scripted = True
+            members[viewer.id] = viewer
+            joined.append(self._change("joined", viewer))
+        return joined
+
+    def _hold(
+        self, incident: Incident, held: dict[str, ViewerState], audience: list[ViewerState]
+    ) -> list[Change]:
+        """Hold `incident.share` of the stream's audience at a bad score."""
+        r, wanted, changes = self._scripts, incident.wanted(len(audience)), []
+        if len(held) > wanted:  # the audience shrank: some go back to their modelled health
+            for viewer_id in r.sample(list(held), len(held) - wanted):
+                viewer = held.pop(viewer_id)
+                viewer.held = False
+                changes.extend(self._force(viewer, None))
+        elif len(held) < wanted:
+            free = [viewer for viewer in audience if not viewer.held]
+            for viewer in r.sample(free, min(wanted - len(held), len(free))):
+                viewer.held = True
+                held[viewer.id] = viewer
+                changes.extend(self._force(viewer, bad_score(r.random)))
+        return changes
+
+    def _audiences(self) -> defaultdict[str, list[ViewerState]]:
+        """The non-system viewers of each streamKey, in server order."""
+        audiences: defaultdict[str, list[ViewerState]] = defaultdict(list)
+        for viewer in self._ordered():
+            if viewer.harness not in SYSTEM_HARNESS_TYPES:
+                audiences[viewer.static["streamKey"]].append(viewer)
+        return audiences
+
+    def _modelled(self) -> list[str]:
+        """The viewers the random model moves (ramp viewers move with their ramp)."""
+        if any(self._ramped):
+            return [viewer_id for viewer_id, v in self._viewers.items() if not v.scripted]
+        return list(self._viewers)
+
+    def _force(self, viewer: ViewerState, score: int | None) -> list[Change]:
+        """Show `score` instead of the modelled sample (None: show the model again)."""
+        before = viewer.shown
+        viewer.accrue(self.tick, self.settings.tick_ms)
+        viewer.forced = score
+        viewer.refresh_bandwidth()
+        return [] if viewer.shown == before else [self._change("health", viewer)]
+
     # -- internals -----------------------------------------------------------------------
 
-    def _count(self, expected: float) -> int:
+    @staticmethod
+    def _count(expected: float, rng: random.Random) -> int:
         whole = int(expected)
-        return whole + (1 if self._rng.random() < expected - whole else 0)
+        return whole + (1 if rng.random() < expected - whole else 0)
 
     def _change(self, kind: Literal["joined", "health"], viewer: ViewerState) -> Change:
-        return Change(self.tick, kind, viewer.id, viewer.score, viewer.grade)
+        score, grade, _ = viewer.shown
+        return Change(self.tick, kind, viewer.id, score, grade)
+
+    def _move_health(self, viewer_ids: Iterable[str], rng: random.Random) -> list[Change]:
+        changes = []
+        for viewer_id in viewer_ids:
+            viewer = self._viewers[viewer_id]
+            self._resample_health(viewer, rng)
+            if not viewer.held:  # a held viewer still shows the incident's score
+                changes.append(self._change("health", viewer))
+        return changes
 
     def _ordered(self) -> list[ViewerState]:
         if self._order is None:
@@ -231,83 +365,45 @@ class Population:
             self._relayout()
         return changes
 
-    def _new_id(self) -> str:
+    def _new_id(self, rng: random.Random) -> str:
         while True:
-            viewer_id = "v_" + self._rng.randbytes(16).translate(ID_TABLE).decode("ascii")
+            viewer_id = "v_" + rng.randbytes(16).translate(ID_TABLE).decode("ascii")
             if viewer_id not in self._viewers:
                 return viewer_id
 
-    def _add(self, base_duration: int | None = None) -> ViewerState:
-        # random() with index arithmetic rather than choice()/randint(): joins are the hot
-        # path of step() and this keeps a 100k-viewer tick well under 100 ms.
-        rng, settings = self._rng, self.settings
-        r = rng.random
-        if base_duration is None:
-            base_duration = int(r() * settings.tick_ms)
-        harness = HARNESS_NAMES[bisect(HARNESS_CUM, r() * HARNESS_CUM[-1])]
-        app = int(r() * len(self._apps))
-        country_code, country_name = pick(r, COUNTRIES)
-        if harness in SYSTEM_HARNESS_TYPES:
-            device, os_name, browser = "DESKTOP", "Linux", "Unknown"
-            address = f"198.51.100.{1 + int(r() * 20)}"
-        else:
-            device, os_names, browsers = DEVICES[bisect(DEVICE_CUM, r() * DEVICE_CUM[-1])]
-            os_name, browser = pick(r, os_names), pick(r, browsers)
-            address = f"{pick(r, ADDRESS_PREFIXES)}{1 + int(r() * 254)}"
-        static = {
-            "id": self._new_id(),
-            "state": "PUBLISHED" if r() < 0.97 else "CONNECTED",
-            "harnessType": harness,
-            "applicationId": self._apps[app],
-            "streamKey": pick(r, STREAM_KEYS[app]),
-            "remoteAddress": address,
-            "deviceType": device,
-            "osName": os_name,
-            "browserName": browser,
-            "countryCode": country_code,
-            "countryName": country_name,
-            "startTime": self.now_ms - base_duration,
-        }
-        viewer = ViewerState(static, self.tick, base_duration)
-        if harness in {"TRANSCODER", "FILE_WRITER", "RTMP_PUSH"}:
-            viewer.in_bw = between(r, 300_000, 1_500_000)
-            viewer.nominal_out = 0 if harness == "FILE_WRITER" else between(r, 1_000, 900_000)
-        elif harness == "CLUSTER_DATA_CLIENT":
-            viewer.in_bw, viewer.nominal_out = between(r, 50, 2_000), between(r, 500, 20_000)
-        else:
-            viewer.in_bw, viewer.nominal_out = between(r, 20, 200), between(r, 80_000, 800_000)
-        if settings.extra_fields:
-            viewer.extra = {"region": pick(r, REGIONS)}
-        score, grade, omit = self._draw_health(None)
-        viewer.score, viewer.grade, viewer.omit_grade = score, grade, omit
-        viewer.out_bw = self._out_bandwidth(viewer)
-        viewer.in_bytes = viewer.in_bw * base_duration // 1000
-        viewer.out_bytes = viewer.out_bw * base_duration // 1000
+    def _add(
+        self,
+        base_duration: int | None = None,
+        *,
+        rng: random.Random | None = None,
+        stream: tuple[int, str] | None = None,
+    ) -> ViewerState:
+        """A new viewer, at the end of the server order; with `stream`, a viewer of it."""
+        settings = self.settings
+        viewer = draw_viewer(
+            self._rng if rng is None else rng,
+            self._new_id,
+            app_ids=self._apps,
+            layout=self._layout,
+            stream=stream,
+            tick=self.tick,
+            now_ms=self.now_ms,
+            tick_ms=settings.tick_ms,
+            base_duration=base_duration,
+            extra_fields=settings.extra_fields,
+            no_data_rate=settings.no_data_rate,
+        )
         self._viewers[viewer.id] = viewer
         if self._order is not None:
             self._order.append(viewer)
         self._selections.clear()
         return viewer
 
-    def _draw_health(self, previous: int | None) -> tuple[int, str | None, bool]:
-        r = self._rng.random
-        if r() < self.settings.no_data_rate:
-            form = r()
-            if form < 0.8:
-                return 0, NO_DATA, False
-            return 0, None, form >= 0.9  # score 0 with a null, or a missing, grade
-        if previous and r() < 0.5:  # drift from the last sample
-            score = previous + int(r() * 41) - 20
-        else:  # a fresh sample: mostly healthy, with a long tail of bad ones
-            score = 100 - int(-22.0 * math.log(1.0 - r()))  # exponential, mean 22
-        score = max(1, min(100, score))
-        return score, health_grade(score), False
-
-    def _resample_health(self, viewer: ViewerState) -> None:
+    def _resample_health(self, viewer: ViewerState, rng: random.Random) -> None:
         current = (viewer.score, viewer.grade, viewer.omit_grade)
         sample = current
         for _ in range(8):
-            sample = self._draw_health(viewer.score)
+            sample = draw_health(rng.random, viewer.score, self.settings.no_data_rate)
             if sample != current:
                 break
         score, grade, omit = sample
@@ -316,35 +412,15 @@ class Population:
     def _set_health(
         self, viewer: ViewerState, score: int, grade: str | None, *, omit_grade: bool
     ) -> None:
-        elapsed = (self.tick - viewer.bytes_tick) * self.settings.tick_ms
-        viewer.in_bytes += viewer.in_bw * elapsed // 1000
-        viewer.out_bytes += viewer.out_bw * elapsed // 1000
-        viewer.bytes_tick = self.tick
+        """Set the modelled sample; it ends a recovered score a past incident left shown."""
+        viewer.accrue(self.tick, self.settings.tick_ms)
         viewer.score, viewer.grade, viewer.omit_grade = score, grade, omit_grade
-        viewer.out_bw = self._out_bandwidth(viewer)
-        viewer.encoded = None
-
-    @staticmethod
-    def _out_bandwidth(viewer: ViewerState) -> int:
-        if viewer.score == 0:
-            return viewer.nominal_out
-        return viewer.nominal_out * (35 + 65 * viewer.score // 100) // 100
+        if not viewer.held:
+            viewer.forced = None
+        viewer.refresh_bandwidth()
 
     def _record(self, viewer: ViewerState) -> dict[str, Any]:
-        tick, tick_ms = self.tick, self.settings.tick_ms
-        elapsed = (tick - viewer.bytes_tick) * tick_ms
-        record = dict(viewer.static)
-        record["duration"] = viewer.base_duration + (tick - viewer.join_tick) * tick_ms
-        record["inBandwidth"] = viewer.in_bw
-        record["outBandwidth"] = viewer.out_bw
-        record["inTotalBytes"] = viewer.in_bytes + viewer.in_bw * elapsed // 1000
-        record["outTotalBytes"] = viewer.out_bytes + viewer.out_bw * elapsed // 1000
-        record["healthScore"] = viewer.score
-        if not viewer.omit_grade:
-            record["healthGrade"] = viewer.grade
-        if viewer.extra is not None:
-            record.update(viewer.extra)
-        return record
+        return viewer.record(self.tick, self.settings.tick_ms)
 
     def _encoded(self, viewer: ViewerState) -> bytes:
         if viewer.encoded is None or viewer.encoded_tick != self.tick:

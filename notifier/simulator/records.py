@@ -1,8 +1,8 @@
 """What a simulated viewer record is made of (the list item of storm-api.md).
 
 The documented vocabulary (harness types, health grades, the `ViewerQuery` filter rules), the
-tables a new viewer's fields are drawn from, and `ViewerState`, the mutable state of one viewer
-that `Population` derives its record from. No randomness of its own and no I/O.
+tables a new viewer's fields are drawn from (`viewer` draws them), and the layout of streams an
+audience is spread over (`stream_layout`). No randomness of its own and no I/O.
 """
 
 from __future__ import annotations
@@ -29,12 +29,15 @@ __all__ = [
     "REGIONS",
     "STREAM_KEYS",
     "SYSTEM_HARNESS_TYPES",
+    "VIEWER_HARNESS_CUM",
+    "VIEWER_HARNESS_NAMES",
+    "StreamLayout",
     "ViewerQuery",
-    "ViewerState",
     "between",
     "haystack",
     "health_grade",
     "pick",
+    "stream_layout",
 ]
 
 NO_DATA: Final = "No Data"
@@ -57,9 +60,15 @@ SYSTEM_HARNESS_TYPES: Final = frozenset(
 )
 HARNESS_NAMES: Final = tuple(name for name, _ in _HARNESS_WEIGHTS)
 HARNESS_CUM: Final = tuple(accumulate(weight for _, weight in _HARNESS_WEIGHTS))
+#: The same draw restricted to viewers (what a scripted audience is made of).
+VIEWER_HARNESS_NAMES: Final = tuple(n for n in HARNESS_NAMES if n not in SYSTEM_HARNESS_TYPES)
+VIEWER_HARNESS_CUM: Final = tuple(
+    accumulate(w for n, w in _HARNESS_WEIGHTS if n not in SYSTEM_HARNESS_TYPES)
+)
 
 ID_ALPHABET: Final = string.ascii_lowercase + string.digits
 ID_TABLE: Final = bytes((ID_ALPHABET * 8)[:256], "ascii")  # byte -> [a-z0-9], slightly biased
+#: The default streams: the keys of each of three applications, drawn uniformly per level.
 STREAM_KEYS: Final = (
     ("123", "main", "backstage"),
     ("news", "weather"),
@@ -126,6 +135,36 @@ def health_grade(score: int) -> str:
     return "Very Bad"
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLayout:
+    """The streams an audience is spread over: (application index, streamKey) and the
+    cumulative weights a new viewer picks one by (empty: the default two-level draw)."""
+
+    streams: tuple[tuple[int, str], ...]
+    cumulative: tuple[float, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every streamKey, the most watched first when weighted."""
+        return tuple(key for _, key in self.streams)
+
+
+def stream_layout(count: int | None) -> StreamLayout:
+    """The default seven streams, or `count` streams `live-1` ... `live-<count>`.
+
+    Counted streams are spread round-robin over the applications and watched Zipf-like:
+    stream k in proportion to 1/k, so `live-1` holds the largest audience.
+    """
+    if count is None:
+        return StreamLayout(
+            tuple((app, key) for app, keys in enumerate(STREAM_KEYS) for key in keys)
+        )
+    if count < 1:
+        raise ValueError(f"streams must be 1 or more, not {count}")
+    streams = tuple(((k - 1) % len(STREAM_KEYS), f"live-{k}") for k in range(1, count + 1))
+    return StreamLayout(streams, tuple(accumulate(1.0 / k for k in range(1, count + 1))))
+
+
 def pick(r: Callable[[], float], items: Sequence[_T]) -> _T:
     """One of `items`, chosen with one draw of `r` (cheaper than `random.choice`)."""
     return items[int(r() * len(items))]
@@ -140,48 +179,3 @@ def haystack(record: dict[str, Any]) -> str:
     """The lower-cased text a `search` filter matches against."""
     fields = ("id", "streamKey", "remoteAddress", "countryName", "browserName")
     return "\x00".join(str(record[name]) for name in fields).lower()
-
-
-class ViewerState:
-    """Mutable state of one viewer; the record is derived from it at a given tick."""
-
-    __slots__ = (
-        "base_duration",
-        "bytes_tick",
-        "encoded",
-        "encoded_tick",
-        "extra",
-        "grade",
-        "harness",
-        "haystack",
-        "id",
-        "in_bw",
-        "in_bytes",
-        "join_tick",
-        "nominal_out",
-        "omit_grade",
-        "out_bw",
-        "out_bytes",
-        "score",
-        "static",
-    )
-
-    def __init__(self, static: dict[str, Any], join_tick: int, base_duration: int) -> None:
-        self.static = static
-        self.id: str = static["id"]
-        self.harness: str = static["harnessType"]
-        self.haystack: str | None = None  # built on the first search
-        self.join_tick = join_tick
-        self.base_duration = base_duration
-        self.bytes_tick = join_tick
-        self.in_bw = 0
-        self.out_bw = 0
-        self.nominal_out = 0
-        self.in_bytes = 0
-        self.out_bytes = 0
-        self.score = 0
-        self.grade: str | None = NO_DATA
-        self.omit_grade = False
-        self.extra: dict[str, Any] | None = None
-        self.encoded: bytes | None = None
-        self.encoded_tick = -1

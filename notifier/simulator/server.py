@@ -16,8 +16,9 @@ faults that replace the page answer now (5xx, 429, 401/403, expire-token, discon
 html-200, garbage) -> "slow" waits -> churn, maybe reorder -> slice and encode the page
 ("truncated" and "schema-no-id" then spoil it).
 
-Record times (`startTime`, `generatedAt`) follow the population's virtual clock; token
-expiry, login rate limiting and error `timestamp`s follow the injected `clock`. Reading
+Record times (`startTime`, `generatedAt`) follow the population's virtual clock, which starts
+at the injected `clock`'s now (unless the settings fix `epoch_ms`) and advances `tick_ms` per
+tick; token expiry, login rate limiting and error `timestamp`s follow the injected `clock`. Reading
 requests and writing responses live in `wire`; tokens and the login limit in `tokens`.
 """
 
@@ -29,7 +30,7 @@ import secrets
 import time
 from collections import Counter
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -109,7 +110,10 @@ class Simulator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.population = Population(settings.population)
+        population = settings.population
+        if population.epoch_ms is None:  # records start recently, as a live cluster's do
+            population = replace(population, epoch_ms=int(clock() * 1000))
+        self.population = Population(population)
         self.faults = faults if faults is not None else Faults()
         self.stats = Stats()
         self._clock = clock
