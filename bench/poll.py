@@ -97,8 +97,11 @@ class Simulator:
 
 
 @contextlib.contextmanager
-def simulator(viewers: int, max_rows: int, timeout: float = 60.0) -> Iterator[Simulator]:
-    """Start ``notifier simulate`` on a free port; stop it (SIGTERM, then SIGKILL) on exit."""
+def simulator(
+    viewers: int, max_rows: int, timeout: float = 60.0, extra: Sequence[str] = ()
+) -> Iterator[Simulator]:
+    """Start ``notifier simulate`` on a free port (``extra``: more of its options); stop it
+    (SIGTERM, then SIGKILL) on exit."""
     token = secrets.token_urlsafe(16)
     command = [
         sys.executable,
@@ -115,6 +118,7 @@ def simulator(viewers: int, max_rows: int, timeout: float = 60.0) -> Iterator[Si
         "0",
         f"--password={secrets.token_urlsafe(16)}",  # "=": a value may begin with "-"
         f"--token={token}",
+        *extra,
     ]
     env = {k: v for k, v in os.environ.items() if k != "NOTIFIER_CONFIG"}
     process = subprocess.Popen(

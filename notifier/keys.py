@@ -55,6 +55,11 @@ class ClusterKeys:
         return f"{self.base}:viewers"
 
     @property
+    def streams(self) -> str:
+        """Hash: ``[applicationId, streamKey]`` (JSON) -> the state of its live audience."""
+        return f"{self.base}:streams"
+
+    @property
     def meta(self) -> str:
         """Hash: generation, sequence, epoch, polls, polled_at, commit (``detect.store``)."""
         return f"{self.base}:meta"

@@ -9,6 +9,7 @@ applied to the sequence of states.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -51,10 +52,14 @@ def expected_events(
         for viewer_id, (record, viewer) in present.items():
             events = out.setdefault(viewer_id, [])
             if viewer_id not in watched:
-                events.append(("viewer.connected", {"viewer": record}))
+                data: dict[str, Any] = {"viewer": record}
+                if at == 0:  # the first poll starts from no state: already watching
+                    data["initial"] = True
+                events.append(("viewer.connected", data))
                 watched[viewer_id] = _Watched()
             seen = watched[viewer_id]
             seen.record, seen.last_poll = record, at
+            seen.polls += 1
             if viewer.health is not None:
                 change = seen.measure((viewer.health, viewer.health_grade), settings.health)
                 if change is not None:
@@ -63,7 +68,10 @@ def expected_events(
                     events.append((kind, data))
         for viewer_id, seen in list(watched.items()):
             if at - seen.last_poll >= settings.disconnect_after_missed_polls:
-                out[viewer_id].append(("viewer.disconnected", {"viewer": seen.record}))
+                session = seen.session()
+                out[viewer_id].append(
+                    ("viewer.disconnected", {"viewer": seen.record, "session": session})
+                )
                 del watched[viewer_id]
     return out
 
@@ -76,6 +84,21 @@ class _Watched:
     last_poll: int = 0  # index of the last poll that listed it
     dropped: bool = False
     history: list[Measurement] = field(default_factory=list)  # every measurement since connect
+    polls: int = 0  # polls that listed it
+    drops: int = 0
+
+    def session(self) -> dict[str, Any]:
+        """The session summary's counts (its times are checked against the stream's own)."""
+        scores = [score for score, _ in self.history]
+        health = None
+        if scores:
+            health = {
+                "min": _whole(min(scores)),
+                "max": _whole(max(scores)),
+                "avg": _whole(round(sum(scores) / len(scores), 2)),
+                "measuredPolls": len(scores),
+            }
+        return {"polls": self.polls, "health": health, "drops": self.drops, "complete": True}
 
     def measure(
         self, measurement: Measurement, health: HealthSettings
@@ -100,6 +123,7 @@ class _Watched:
         if len(self.history) > n:  # the last measurement before the crossing began
             before = self.history[-n - 1]
         self.dropped = not self.dropped
+        self.drops += self.dropped
         previous = {"healthScore": _whole(before[0]), "healthGrade": before[1]}
         return kind, previous, _whole(threshold)
 
@@ -122,14 +146,46 @@ async def stream_events(redis: AnyRedis, key: str) -> list[dict[str, Any]]:
 
 
 def actual_events(events: list[dict[str, Any]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Per viewer, (type, data without lastSeenAt) as found in the stream."""
+    """Per viewer, (type, data without lastSeenAt) as found in the stream; a session summary
+    keeps its counts, its times having been checked against the viewer's own events."""
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    times: dict[str, list[tuple[str, int]]] = {}
     for event in events:
+        if not event["type"].startswith("viewer."):
+            continue  # stream events: detection_support.stream_lifecycles
         data = dict(event["data"])
+        subject = event["subject"]
+        times.setdefault(subject, []).append((event["type"], _ms(event["time"])))
         if event["type"] == "viewer.disconnected":
-            assert isinstance(data.pop("lastSeenAt"), str)
-        out.setdefault(event["subject"], []).append((event["type"], data))
+            last_seen = _ms(data.pop("lastSeenAt"))
+            data["session"] = _session_counts(data["session"], times[subject], last_seen)
+        out.setdefault(subject, []).append((event["type"], data))
     return out
+
+
+def _session_counts(
+    session: dict[str, Any], history: list[tuple[str, int]], last_seen: int
+) -> dict[str, Any]:
+    """Check a session's times against the viewer's events; return its counts."""
+    connected = next(at for kind, at in history if kind == "viewer.connected")
+    assert _ms(session["connectedAt"]) == connected
+    assert session["durationMs"] == last_seen - connected
+    degraded, since = 0, None
+    for kind, at in history:
+        if kind == "viewer.health_dropped":
+            since = at
+        elif kind == "viewer.health_recovered" and since is not None:
+            degraded, since = degraded + at - since, None
+    if since is not None:
+        degraded += last_seen - since
+    assert session["degradedMs"] == degraded
+    return {key: session[key] for key in ("polls", "health", "drops", "complete")}
+
+
+def _ms(text: str) -> int:
+    """An event time (RFC 3339, milliseconds, UTC) as Unix milliseconds."""
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return round(moment.timestamp() * 1000)
 
 
 def assert_well_formed(events: list[dict[str, Any]], cluster: str) -> None:
@@ -141,7 +197,10 @@ def assert_well_formed(events: list[dict[str, Any]], cluster: str) -> None:
         assert event["source"] == f"/clusters/{cluster}"
         assert event["cluster"] == cluster
         assert event["datacontenttype"] == "application/json"
-        assert event["subject"] == event["data"]["viewer"]["id"]
+        if event["type"].startswith("stream."):
+            assert event["subject"] == event["data"]["stream"]["streamKey"]
+        else:
+            assert event["subject"] == event["data"]["viewer"]["id"]
         assert event["time"].endswith("Z")
 
 

@@ -33,10 +33,13 @@ def production_events(states: list[list[dict[str, Any]]], config: DetectionSetti
         for record in records:
             viewer = decode_viewer(json.dumps(record, separators=(",", ":")).encode())
             seen[viewer.id] = viewer
-        detection = detect(tracked, seen, polled_at=at, settings=config)
+        detection = detect(tracked, seen, polled_at=at, settings=config, initial=at == 0)
         for emission in detection.emissions:
             data = {"viewer": json.loads(emission.record), **render_data(emission)}
             data.pop("lastSeenAt", None)
+            if "session" in data:  # its counts; the times are the stream's (detection_support)
+                session = data["session"]
+                data["session"] = {k: session[k] for k in ("polls", "health", "drops", "complete")}
             out.setdefault(emission.viewer_id, []).append((emission.type, data))
         tracked = detection.state
     return out
@@ -71,7 +74,7 @@ def test_the_oracle_gives_the_documented_events_and_data() -> None:
     ]
     documented: PerViewer = {
         "a": [
-            ("viewer.connected", {"viewer": states[0][0]}),
+            ("viewer.connected", {"viewer": states[0][0], "initial": True}),
             (
                 "viewer.health_dropped",
                 {
@@ -88,7 +91,18 @@ def test_the_oracle_gives_the_documented_events_and_data() -> None:
                     "threshold": 70,
                 },
             ),
-            ("viewer.disconnected", {"viewer": states[6][0]}),
+            (
+                "viewer.disconnected",
+                {
+                    "viewer": states[6][0],
+                    "session": {
+                        "polls": 6,
+                        "health": {"min": 31.5, "max": 93, "avg": 65.9, "measuredPolls": 5},
+                        "drops": 1,
+                        "complete": True,
+                    },
+                },
+            ),
         ]
     }
     assert_same(expected_events(states, DetectionSettings()), documented)

@@ -153,7 +153,10 @@ def lifecycle(events: list[dict[str, Any]]) -> dict[str, list[tuple[str, Any]]]:
     """Per viewer: (type, threshold) in order; records are compared where exact."""
     out: dict[str, list[tuple[str, Any]]] = {}
     for event in events:
-        out.setdefault(event["subject"], []).append((event["type"], event["data"].get("threshold")))
+        if event["type"].startswith("viewer."):  # stream events: tests/test_stream_events.py
+            out.setdefault(event["subject"], []).append(
+                (event["type"], event["data"].get("threshold"))
+            )
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,7 +80,9 @@ def test_disconnect_needs_consecutive_missed_polls_and_carries_the_last_record()
     gone = step(state, viewer("b"), at=6000)
     assert types(gone) == [("viewer.disconnected", "a")]
     (event,) = gone.emissions
-    assert render_data(event) == {"lastSeenAt": "1970-01-01T00:00:04.000Z"}
+    data = render_data(event)
+    assert data["lastSeenAt"] == "1970-01-01T00:00:04.000Z"
+    assert data["session"]["polls"] == 3
     assert gone.deletes == ["a"]
     assert "a" not in gone.state
 
@@ -156,8 +159,8 @@ def test_tracks_round_trip_through_msgpack() -> None:
         last_score=30,
         last_grade="Bad",
     )
-    blob = TrackCodec.encode(track)
-    assert TrackCodec.decode(blob) == track
+    blob = TrackCodec.encode(track, synced=7)
+    assert TrackCodec.decode(blob, polls=7) == track
 
 
 # --- properties over random poll sequences ---------------------------------------------------
@@ -288,11 +291,11 @@ def test_state_written_to_redis_is_enough_to_carry_on(
         viewers = _viewers(poll)
         expected = step(memory, *viewers, at=at, config=config)
         if at in restarts:  # a new process: only what Redis holds
-            restarted = {k: TrackCodec.decode(v) for k, v in stored.items()}
+            restarted = {k: TrackCodec.decode(v, polls=0) for k, v in stored.items()}
         actual = step(restarted, *viewers, at=at, config=config)
         assert per_viewer(types(actual)) == per_viewer(types(expected))
         for vid, track in actual.upserts.items():
-            stored[vid] = TrackCodec.encode(track)
+            stored[vid] = TrackCodec.encode(track, synced=0)
         for vid in actual.deletes:
             stored.pop(vid, None)
         assert set(stored) == set(actual.state)
@@ -331,3 +334,54 @@ def test_event_ids_are_uuid5_of_sequence_type_and_viewer() -> None:
     expected = uuid.uuid5(uuid.UUID(epoch), "41:viewer.connected:v_1")
     assert event_id(epoch, 41, "viewer.connected", "v_1") == str(expected)
     assert event_id(epoch, 41, "viewer.disconnected", "v_1") != str(expected)
+
+
+def test_a_disconnect_carries_the_sessions_summary() -> None:
+    """Connected at 1s, seen 8 polls (one without data), dropped at 3s, recovered at 6s, dropped
+    again at 8s and last seen then: 7 measured polls, 2 drops, 3s dropped."""
+    scores = [90, 40, 30, None, 80, 75, 20, 10]
+    tracked: dict[str, Track] = {}
+    kinds = []
+    for second, score in enumerate(scores, start=1):
+        detection = step(tracked, viewer("a", score), at=second * 1000)
+        kinds += [kind for kind, _ in types(detection)]
+        tracked = detection.state
+    for second in (9, 10):
+        detection = step(tracked, at=second * 1000)
+        tracked = detection.state
+    (gone,) = detection.emissions
+    assert kinds == [
+        "viewer.connected",
+        "viewer.health_dropped",
+        "viewer.health_recovered",
+        "viewer.health_dropped",
+    ]
+    assert gone.type == "viewer.disconnected"
+    assert gone.session is not None
+    session = gone.session
+    assert (session.connected_at, session.duration_ms, session.polls) == (1000, 7000, 8)
+    assert (session.health_min, session.health_max, session.measured_polls) == (10, 90, 7)
+    assert session.health_avg == sum(s for s in scores if s is not None) / 7
+    assert session.drops == 2
+    assert session.degraded_ms == (6000 - 3000) + (8000 - 8000)  # 3s..6s, then 8s..8s
+    assert session.complete
+
+
+def test_only_the_first_poll_from_no_state_marks_connected_events_initial() -> None:
+    """``initial`` is the caller's: the first poll's connects carry it, a later joiner not."""
+    first = detect({}, {"a": viewer("a")}, polled_at=0, settings=SETTINGS, initial=True)
+    later = step(first.state, viewer("a"), viewer("b"), at=1000)
+    assert [e.initial for e in first.emissions if e.type == "viewer.connected"] == [True]
+    assert [e.initial for e in later.emissions if e.type == "viewer.connected"] == [False]
+
+
+def test_a_session_read_from_an_older_layout_or_written_polls_ago_is_not_complete() -> None:
+    """A track written at poll 3 and read at poll 5 may lack two polls; layout 1 had none."""
+    track = step({}, viewer("a"), at=1000).state["a"]
+    assert TrackCodec.decode(TrackCodec.encode(track, synced=5), polls=5).complete
+    assert not TrackCodec.decode(TrackCodec.encode(track, synced=3), polls=5).complete
+    layout_1 = msgspec.msgpack.encode(
+        [1, track.record, 1000, 0, False, 0, None, None, 90.0, "Very Good", 0]
+    )
+    old = TrackCodec.decode(layout_1, polls=5)
+    assert (old.connected_at, old.complete, old.last_score) == (1000, False, 90.0)

@@ -15,7 +15,7 @@ from notifier.events import EncodedEvent, Envelope
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from notifier.events import Emission
+    from notifier.events import Emission, StreamEmission
 
 __all__ = ["PollEvents", "encode_poll"]
 
@@ -27,7 +27,13 @@ class PollEvents(Sequence[EncodedEvent]):
     """
 
     def __init__(
-        self, emissions: Sequence[Emission], *, cluster: str, epoch: str, after: int, time_ms: int
+        self,
+        emissions: Sequence[Emission | StreamEmission],
+        *,
+        cluster: str,
+        epoch: str,
+        after: int,
+        time_ms: int,
     ) -> None:
         self._emissions = emissions
         self._envelope = Envelope(cluster=cluster, epoch=epoch, time_ms=time_ms)
@@ -61,7 +67,12 @@ class PollEvents(Sequence[EncodedEvent]):
 
 
 def encode_poll(
-    emissions: Sequence[Emission], *, cluster: str, epoch: str, after: int, time_ms: int
+    emissions: Sequence[Emission | StreamEmission],
+    *,
+    cluster: str,
+    epoch: str,
+    after: int,
+    time_ms: int,
 ) -> list[EncodedEvent]:
     """Every event of a poll at once, in emission order (what ``PollEvents`` reads one by one)."""
     return list(PollEvents(emissions, cluster=cluster, epoch=epoch, after=after, time_ms=time_ms))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 from collections import Counter
@@ -24,9 +25,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from notifier._aio import wait_event
+from notifier.detect.audiences import Audiences
 from notifier.detect.encoding import PollEvents
+from notifier.detect.pace import Pace
 from notifier.detect.rules import Track, detect
-from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot
+from notifier.detect.store import Checkpoint, CommitOutcome, KeepStreams, Snapshot
 from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
 from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
@@ -34,9 +37,11 @@ from notifier.redis_client import REDIS_ERRORS, redis_reason
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from notifier.detect.audiences import StreamCommit
     from notifier.detect.rules import Detection
     from notifier.detect.settings import DetectionSettings
     from notifier.detect.store import StateStore
+    from notifier.events import Emission, StreamEmission
     from notifier.lease import Lease
     from notifier.storm import Poll, StormClient, Viewer
     from notifier.storm.settings import ClusterSettings
@@ -71,6 +76,7 @@ class Poller:
     ) -> None:
         self._cluster = cluster
         self._detection = detection
+        self._audiences = Audiences(detection.streams) if detection.streams.enabled else None
         self._client = client
         self._store = store
         self._lease = lease
@@ -88,9 +94,15 @@ class Poller:
         self.commits = 0
         self.events = 0
         self.tracked = 0  # viewers tracked after the last committed poll
-        self._phases: dict[str, float] = {}  # the current cycle's phases, seconds
-        self._slow = False
         self._log = structlog.get_logger("notifier.poller").bind(cluster=cluster.name)
+        self._pace = Pace(
+            cluster.name,
+            interval=cluster.poll_interval,
+            lease=detection.leader_lease,
+            metrics=self._metrics,
+            clock=clock,
+            log=self._log,
+        )
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -138,17 +150,13 @@ class Poller:
         """
         if not self._lease.held and not await self._try_lead():
             return
-        started = self._clock()
-        self._phases = {}
+        started = self._pace.start()
         poll = await self._client.poll()
-        name = self._cluster.name
-        self._phase("fetch", poll.duration)
+        self._pace.phase("fetch", poll.duration)
         try:
             await self._apply_complete(poll)
         finally:
-            took = self._clock() - started
-            self._metrics.poll_duration.labels(name).observe(took)
-            self._pace(took)
+            self._pace.finish(started)
 
     async def _apply_complete(self, poll: Poll) -> None:
         """Commit a complete poll; an incomplete one changes nothing (and is said once)."""
@@ -182,26 +190,35 @@ class Poller:
         began = self._clock()
         snapshot = self._snapshot or await self._load()
         confirmed, count_misses = await self._confirm_absent(poll, snapshot)
-        began = self._phase("lookup", self._clock() - began)
+        began = self._pace.phase("lookup", self._clock() - began)
         # Pure CPU work, off the event loop: the lease keeper and I/O run meanwhile.
-        detection = await asyncio.to_thread(
+        detection, audiences = await asyncio.to_thread(
             self._compute, snapshot, poll, confirmed, count_misses, polled_at
         )
-        began = self._phase("detect", self._clock() - began)
+        began = self._pace.phase("detect", self._clock() - began)
         lease = self._lease.value
         if lease is None:
             return
+        emissions: list[Emission | StreamEmission] = [*detection.emissions]
+        if audiences is not None:
+            emissions += audiences.emissions  # a poll's stream events after its viewer events
         events = PollEvents(
-            detection.emissions,
+            emissions,
             cluster=self._cluster.name,
             epoch=snapshot.epoch,
             after=snapshot.sequence,
             time_ms=polled_at,
         )  # encoded chunk by chunk while the store writes the chunk before
         outcome, generation = await self._store.commit(
-            snapshot, detection, events, lease=lease, polled_at=polled_at
+            snapshot,
+            detection,
+            events,
+            lease=lease,
+            polled_at=polled_at,
+            streams=audiences.writes if audiences is not None else None,
+            keep_streams=self._keep_streams(snapshot),
         )
-        self._phase("commit", self._clock() - began)
+        self._pace.phase("commit", self._clock() - began)
         if outcome is not CommitOutcome.COMMITTED:
             self._snapshot = None  # reload: the poll was not written, or only its first chunks
             if outcome is CommitOutcome.FENCED:
@@ -230,7 +247,11 @@ class Poller:
             sequence=snapshot.sequence + len(events),
             epoch=snapshot.epoch,
             tracked=detection.state,
+            polls=snapshot.polls + 1,
+            audiences=self._audiences is not None,  # (their states: self._audiences)
         )
+        if self._audiences is not None and audiences is not None:
+            self._audiences.settle(audiences)
         now = int(self._wall_clock() * 1000)
         for viewer_id in detection.upserts:
             self._written.pop(viewer_id, None)
@@ -244,7 +265,7 @@ class Poller:
         name = self._cluster.name
         self._metrics.polls.labels(name, "committed").inc()
         self._metrics.viewers.labels(name).set(len(detection.state))
-        for event_type, count in Counter(e.type for e in detection.emissions).items():
+        for event_type, count in Counter(e.type for e in emissions).items():
             self._metrics.events.labels(name, event_type).inc(count)
         self._log.debug(
             "poller.committed",
@@ -261,8 +282,9 @@ class Poller:
         confirmed: Mapping[str, Viewer],
         count_misses: bool,
         polled_at: int,
-    ) -> Detection:
-        """Detection of one poll (runs in a worker thread)."""
+    ) -> tuple[Detection, StreamCommit | None]:
+        """Detection of one poll, viewers then streams (runs in a worker thread)."""
+        initial = snapshot.polls == 0  # no poll committed yet: the viewers were there before
         detection = detect(
             snapshot.tracked,
             poll.viewers,
@@ -270,38 +292,29 @@ class Poller:
             count_misses=count_misses,
             polled_at=polled_at,
             settings=self._detection,
+            initial=initial,
         )
-        return self._with_refreshed_records(detection)
+        detection = self._with_refreshed_records(detection)
+        if self._audiences is None:
+            return detection, None
+        return detection, self._audiences.decide(
+            snapshot.tracked, detection, polled_at=polled_at, initial=initial
+        )
 
-    def _phase(self, phase: str, seconds: float) -> float:
-        """Record one phase's time; returns the clock, to time the next phase from."""
-        self._phases[phase] = seconds
-        self._metrics.poll_phase.labels(self._cluster.name, phase).observe(seconds)
-        return self._clock()
-
-    def _pace(self, took: float) -> None:
-        """Warn once when polls outrun ``poll_interval`` or near the lease; once when not."""
-        interval, lease = self._cluster.poll_interval, self._detection.leader_lease
-        slow = took > interval or took > lease / 2
-        if slow and not self._slow:
-            phase, seconds = max(self._phases.items(), key=lambda kv: kv[1], default=("-", 0.0))
-            self._log.warning(
-                "poller.poll_slow",
-                seconds=round(took, 2),
-                poll_interval=interval,
-                leader_lease=lease,
-                slowest_phase=phase,
-                phase_seconds=round(seconds, 2),
-                effect="polls start late (missed slots are skipped); near the lease, a commit"
-                " may be fenced",
-            )
-        elif not slow and self._slow:
-            self._log.info("poller.poll_pace_recovered", seconds=round(took, 2))
-        self._slow = slow
+    def _keep_streams(self, snapshot: Snapshot) -> KeepStreams:
+        if self._audiences is None:  # forget the states once, if kept
+            return KeepStreams.OFF if snapshot.audiences else KeepStreams.KEPT
+        if snapshot.polls == 0:
+            return KeepStreams.FIRST
+        return self._audiences.keep
 
     async def _load(self) -> Snapshot:
         snapshot = await self._store.load()
         self._written = dict.fromkeys(snapshot.tracked, 0)  # unknown age: refresh them first
+        if self._audiences is not None:
+            now = int(self._wall_clock() * 1000)
+            load = functools.partial(self._audiences.load, kept=snapshot.audiences, now=now)
+            await asyncio.to_thread(load, snapshot.tracked, snapshot.streams)
         return snapshot
 
     def _with_refreshed_records(self, detection: Detection) -> Detection:

@@ -36,16 +36,23 @@ else
 end
 """
 
-# One chunk of a commit. KEYS: meta, lease, viewers, events. ARGV: generation, lease, commit
-# (chunk) id, sequence after it, polled_at ('' for none), maxlen, upserts, deletes, events, the
-# three entry field names, then the data.
+# One chunk of a commit. KEYS: meta, lease, viewers, events, streams. ARGV: generation, lease,
+# commit (chunk) id, sequence after it, polled_at ('' for none), maxlen, upserts, deletes,
+# events, stream upserts, stream deletes, audiences ('1': from now on the stream states are
+# kept, '-1': they no longer are, '': as they were), the three entry field names, the data.
 COMMIT = (
     _CHECKS
     + """
 local viewers, events, maxlen = KEYS[3], KEYS[4], ARGV[6]
 local upserts, deletes, count = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local f1, f2, f3 = ARGV[10], ARGV[11], ARGV[12]
-local i = 13
+local stream_upserts, stream_deletes = tonumber(ARGV[10]), tonumber(ARGV[11])
+local f1, f2, f3 = ARGV[13], ARGV[14], ARGV[15]
+local i = 16
+if ARGV[12] == '1' then
+  redis.call('HSET', meta, 'audiences', 1)
+elseif ARGV[12] == '-1' and redis.call('HDEL', meta, 'audiences') == 1 then
+  redis.call('DEL', KEYS[5])
+end
 while upserts > 0 do
   local n = math.min(upserts, 500)
   redis.call('HSET', viewers, unpack(ARGV, i, i + 2 * n - 1))
@@ -60,6 +67,16 @@ for _ = 1, count do
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
              f1, ARGV[i], f2, ARGV[i + 1], f3, ARGV[i + 2])
   i = i + 3
+end
+while stream_upserts > 0 do
+  local n = math.min(stream_upserts, 500)
+  redis.call('HSET', KEYS[5], unpack(ARGV, i, i + 2 * n - 1))
+  i, stream_upserts = i + 2 * n, stream_upserts - n
+end
+while stream_deletes > 0 do
+  local n = math.min(stream_deletes, 1000)
+  redis.call('HDEL', KEYS[5], unpack(ARGV, i, i + n - 1))
+  i, stream_deletes = i + n, stream_deletes - n
 end
 """
     + _MOVE_ON

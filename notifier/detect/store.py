@@ -31,21 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from notifier.detect.codec import TrackCodec
+from notifier.detect.codec import StreamCodec, TrackCodec
 from notifier.detect.scripts import COMMIT, META
 from notifier.errors import StateError
 from notifier.events import ENTRY_FIELDS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from notifier.detect.rules import Detection, Track
+    from notifier.detect.streams import StreamId, StreamState
     from notifier.events import EncodedEvent
     from notifier.keys import ClusterKeys
     from notifier.redis_client import AnyRedis
@@ -54,6 +56,7 @@ __all__ = [
     "CHUNK_OPS",
     "Checkpoint",
     "CommitOutcome",
+    "KeepStreams",
     "Snapshot",
     "StateStore",
     "TrackCodec",
@@ -62,6 +65,30 @@ __all__ = [
 CHUNK_OPS = 2000
 """Upserts, deletes and events in one script at most: about 20 ms of Redis time."""
 LOAD_PAGE = 2000  # viewers per HSCAN page
+
+
+class KeepStreams(enum.Enum):
+    """Whether a commit's stream states are kept from now on, and from which chunk.
+
+    A cluster's meta says whether its stream states are kept (``audiences``); a load that
+    finds none kept takes the audiences as they are (no events), while one that finds them
+    kept and an audience without a state knows its start was lost with a last chunk.
+    """
+
+    KEPT = "kept"  # kept already: nothing to mark
+    FIRST = "first"  # kept from the first chunk on: the first poll from no state
+    LAST = "last"  # with the states of the last chunk: audiences taken over as they are
+    OFF = "off"  # stream events are off: forget the states (they would go stale)
+
+
+def _keep_flag(keep: KeepStreams | None, number: int, chunks: int) -> str:
+    if keep is KeepStreams.FIRST and number == 1:
+        return "1"
+    if keep is KeepStreams.LAST and number == chunks:
+        return "1"
+    if keep is KeepStreams.OFF and number == 1:
+        return "-1"
+    return ""
 
 
 class CommitOutcome(enum.Enum):
@@ -82,6 +109,9 @@ class Snapshot:
     sequence: int
     epoch: str
     tracked: dict[str, Track]
+    polls: int = 0  # complete polls committed so far (``meta.polls``)
+    streams: dict[StreamId, StreamState] = field(default_factory=dict)  # live audiences
+    audiences: bool = False  # the stream states are kept (``streams`` is the truth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +131,7 @@ class _Chunk:
     end: int
     upserts: list[str]
     deletes: list[str]
+    streams: bool = False  # the last chunk: it writes the stream states too
 
 
 class StateStore:
@@ -135,18 +166,19 @@ class StateStore:
                     " build of storm-notifier and is half applied; finish it with that build"
                     " (or delete the fields pending, pending_chunks and applied to forget it)"
                 )
-            tracked = await self._read_viewers()
+            tracked = await self._read_viewers(_number(meta, "polls"))
+            streams = await self._read_streams()
             if (await self._read_meta()).get("generation") == meta.get("generation"):
-                return self._snapshot(meta, tracked)
+                return self._snapshot(meta, tracked, streams)
         raise StateError(f"{self._keys.meta}: the generation kept moving while the state was read")
 
     async def _read_meta(self) -> dict[str, str]:
         return _pairs(await self._meta(keys=[self._keys.meta], args=[str(uuid.uuid4())]))
 
-    async def _read_viewers(self) -> dict[str, Track]:
+    async def _read_viewers(self, polls: int) -> dict[str, Track]:
         tracked: dict[str, Track] = {}
         cursor = 0
-        decode = TrackCodec.decode
+        decode = functools.partial(TrackCodec.decode, polls=polls)
         while True:
             reply = await self._redis.hscan(self._keys.viewers, cursor, count=LOAD_PAGE)
             cursor, page = int(reply[0]), cast("dict[bytes, bytes]", reply[1])
@@ -163,13 +195,39 @@ class StateStore:
                 return tracked
             await asyncio.sleep(0)  # let the lease keeper run between pages
 
-    def _snapshot(self, meta: dict[str, str], tracked: dict[str, Track]) -> Snapshot:
+    async def _read_streams(self) -> dict[StreamId, StreamState]:
+        streams: dict[StreamId, StreamState] = {}
+        cursor = 0
+        while True:
+            reply = await self._redis.hscan(self._keys.streams, cursor, count=LOAD_PAGE)
+            cursor, page = int(reply[0]), cast("dict[bytes, bytes]", reply[1])
+            for name, blob in page.items():
+                try:
+                    stream, state = StreamCodec.decode(name, blob)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise StateError(
+                        f"{self._keys.streams}: entry {name!r} is not a stream state this"
+                        f" version wrote ({exc}); delete it (the audience is counted again)"
+                    ) from None
+                streams[stream] = state
+            if not cursor:
+                return streams
+
+    def _snapshot(
+        self,
+        meta: dict[str, str],
+        tracked: dict[str, Track],
+        streams: dict[StreamId, StreamState],
+    ) -> Snapshot:
         try:
             return Snapshot(
                 generation=int(meta.get("generation", 0)),
                 sequence=int(meta.get("sequence", 0)),
                 epoch=str(uuid.UUID(meta["epoch"])),
                 tracked=tracked,
+                polls=int(meta.get("polls", 0)),
+                streams=streams,
+                audiences="audiences" in meta,
             )
         except (KeyError, ValueError) as exc:
             raise StateError(
@@ -186,17 +244,28 @@ class StateStore:
         *,
         lease: str,
         polled_at: int | None,
+        streams: Mapping[StreamId, StreamState | None] | None = None,
+        keep_streams: KeepStreams | None = None,
         commit_id: str | None = None,
     ) -> tuple[CommitOutcome, int]:
         """Commit one poll in chunks (module doc); the outcome and the generation Redis is at.
 
-        ``events`` are the events of ``detection.emissions``, one each, in the same order; it
-        may encode them as they are read (a slice at a time). ``polled_at`` is the poll's start
-        (ms); None for a checkpoint, which counts no poll.
+        ``events`` are the events of ``detection.emissions``, one each, in the same order, then
+        the poll's stream events; it may encode them as they are read (a slice at a time). The
+        stream events and the ``streams`` writes (None: delete) go in the last chunk.
+        ``keep_streams`` says from which chunk on the stream states are kept (``KeepStreams``).
+        ``polled_at`` is the poll's start (ms); None for a checkpoint, which counts no poll.
         """
         commit = commit_id or uuid.uuid4().hex  # a re-sent copy is recognised, not stale
-        chunks = _plan(detection, len(events), self._chunk_ops)
-        keys = [self._keys.meta, self._keys.lease, self._keys.viewers, self._keys.events]
+        stream_writes = dict(streams or {})
+        chunks = _plan(detection, len(events), self._chunk_ops, len(stream_writes))
+        keys = [
+            self._keys.meta,
+            self._keys.lease,
+            self._keys.viewers,
+            self._keys.events,
+            self._keys.streams,
+        ]
         generation, sequence = snapshot.generation, snapshot.sequence
         in_flight: asyncio.Future[Any] | None = None
         try:
@@ -209,7 +278,10 @@ class StateStore:
                     sequence + chunk.end,
                     "" if polled_at is None or number > 1 else polled_at,
                 ]
-                args = self._chunk_args(head, detection, chunk, part)
+                synced = snapshot.polls + (polled_at is not None)
+                args = self._chunk_args(head, detection, chunk, part, synced)
+                _add_streams(args, stream_writes if chunk.streams else {})
+                args[11] = _keep_flag(keep_streams, number, len(chunks))
                 if in_flight is not None:  # the chunk before: Redis applied it meanwhile
                     outcome, at = _outcome(await in_flight)
                     in_flight = None
@@ -239,8 +311,9 @@ class StateStore:
         detection: Detection | Checkpoint,
         chunk: _Chunk,
         events: Sequence[EncodedEvent],
+        synced: int,
     ) -> list[Any]:
-        encode = TrackCodec.encode
+        encode = functools.partial(TrackCodec.encode, synced=synced)
         upserts = detection.upserts
         args: list[Any] = [
             *head,
@@ -248,6 +321,9 @@ class StateStore:
             len(chunk.upserts),
             len(chunk.deletes),
             len(events),
+            0,  # stream upserts and deletes: _add_streams fills them in
+            0,
+            "",  # audiences: as they were
             *ENTRY_FIELDS,
         ]
         for viewer_id in chunk.upserts:
@@ -258,16 +334,30 @@ class StateStore:
         return args
 
 
-def _plan(detection: Detection | Checkpoint, events: int, limit: int) -> list[_Chunk]:
+def _add_streams(args: list[Any], writes: Mapping[StreamId, StreamState | None]) -> None:
+    """Append a chunk's stream writes, and their counts in the chunk's head."""
+    upserts = [(stream, state) for stream, state in writes.items() if state is not None]
+    deletes = [stream for stream, state in writes.items() if state is None]
+    args[9], args[10] = len(upserts), len(deletes)  # after the head and maxlen, upserts ...
+    for stream, state in upserts:
+        args += StreamCodec.encode(stream, state)
+    args += [StreamCodec.name(stream) for stream in deletes]
+
+
+def _plan(
+    detection: Detection | Checkpoint, events: int, limit: int, stream_writes: int = 0
+) -> list[_Chunk]:
     """The commit in chunks of at most ``limit`` operations (one larger only when one viewer's
     writes alone exceed it), each holding every write of its viewers: events in stream order,
-    a viewer's state change in the chunk of its events, then the state changes without one."""
+    a viewer's state change in the chunk of its events, then the state changes without one;
+    the events after ``detection.emissions`` (the stream events) and the stream writes last."""
     upserts, deletes = detection.upserts, detection.deletes
-    if events + len(upserts) + len(deletes) <= limit:
-        return [_Chunk(0, events, list(upserts), list(deletes))]
     emissions = detection.emissions
-    if len(emissions) != events:
-        raise ValueError(f"{events} events for {len(emissions)} emissions")
+    viewer_events = len(emissions)
+    if viewer_events > events:
+        raise ValueError(f"{events} events for {viewer_events} emissions")
+    if events + len(upserts) + len(deletes) + stream_writes <= limit:
+        return [_Chunk(0, events, list(upserts), list(deletes), streams=True)]
     removed = set(deletes)
     placed: set[str] = set()
     chunks: list[_Chunk] = []
@@ -282,10 +372,10 @@ def _plan(detection: Detection | Checkpoint, events: int, limit: int) -> list[_C
         ops += cost
 
     index = 0
-    while index < events:
+    while index < viewer_events:
         subject = emissions[index].viewer_id
         end = index + 1
-        while end < events and emissions[end].viewer_id == subject:
+        while end < viewer_events and emissions[end].viewer_id == subject:
             end += 1
         owned = subject in upserts or subject in removed
         take(end - index + owned, index)
@@ -298,14 +388,25 @@ def _plan(detection: Detection | Checkpoint, events: int, limit: int) -> list[_C
         index = end
     for viewer_id in upserts:
         if viewer_id not in placed:
-            take(1, events)
+            take(1, viewer_events)
             current.upserts.append(viewer_id)
     for viewer_id in deletes:
         if viewer_id not in placed:
-            take(1, events)
+            take(1, viewer_events)
             current.deletes.append(viewer_id)
+    if events > viewer_events or stream_writes:
+        take(events - viewer_events + stream_writes, viewer_events)
+        current.end = events
+    current.streams = True
     chunks.append(current)
     return chunks
+
+
+def _number(meta: dict[str, str], field: str) -> int:
+    try:
+        return int(meta.get(field, 0))
+    except ValueError:
+        raise StateError(f"meta field {field} is not a number: {meta[field]!r}") from None
 
 
 def _outcome(reply: list[Any]) -> tuple[CommitOutcome, int]:

@@ -80,6 +80,7 @@ __all__ = [
     "adopt",
     "apply_streams",
     "member",
+    "reconcile",
 ]
 
 BREAKDOWN_ROWS = 5
@@ -172,9 +173,16 @@ def apply_streams(
     polled_at: int,
     settings: AudienceSettings,
     initial: bool,
+    recheck: Iterable[StreamId] = (),
 ) -> StreamDetection:
-    """Apply one complete poll's changed viewers to the stream states (the module's rules)."""
+    """Apply one complete poll's changed viewers to the stream states (the module's rules).
+
+    ``recheck``: streams to evaluate even if no change touches them (``reconcile`` says which).
+    """
     tallies: dict[StreamId, _Tally] = {}
+    for stream in recheck:
+        if stream in states:
+            _tally(tallies, states, stream)
     for before, after in changes:
         if before == after:
             continue
@@ -213,6 +221,53 @@ def adopt(
         for stream, tally in tallies.items()
         if tally.viewers
     }
+
+
+def reconcile(
+    stored: Mapping[StreamId, StreamState],
+    members: Iterable[Member],
+    *,
+    polled_at: int,
+    settings: AudienceSettings,
+) -> tuple[dict[StreamId, StreamState], set[StreamId]]:
+    """The stream states for the tracked viewers as loaded, and the streams to ``recheck``.
+
+    A poll's stream states are written with its last chunk; should a stop half-way have kept
+    them from Redis, the viewers' states written before it are the truth. So after a load the
+    counts are taken from the tracked viewers: a stored stream whose counts differ keeps its
+    flags and peaks with the counts corrected, and is rechecked at the next poll (an audience
+    that is no longer there then ends, a crossing or recovery that happened is emitted); an
+    audience with no stored state is adopted (``adopt``: no events).
+    """
+    tallies: dict[StreamId, _Tally] = {}
+    for one in members:
+        _tally(tallies, {}, one.stream).count(one, 1)
+    counted: dict[StreamId, StreamState] = {}
+    for stream, tally in tallies.items():
+        if tally.viewers and stream not in stored:
+            counted[stream] = tally.freeze(
+                started_at=polled_at,
+                peak_viewers=tally.viewers,
+                peak_at=polled_at,
+                sessions=tally.viewers,
+                reached=tuple(t for t in settings.audience_thresholds if tally.viewers >= t),
+            )
+    dirty: set[StreamId] = set()
+    for stream, state in stored.items():
+        tally = tallies.get(stream) or _Tally(None)
+        fixed = msgspec.structs.replace(
+            state,
+            viewers=tally.viewers,
+            measured=tally.measured,
+            dropped=tally.dropped,
+            countries=tally.countries,
+            harnesses=tally.harnesses,
+            devices=tally.devices,
+        )
+        counted[stream] = fixed
+        if fixed != state:
+            dirty.add(stream)
+    return counted, dirty
 
 
 # --- the rules ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "HealthChange",
     "HealthChanged",
     "Incident",
+    "Session",
     "StreamDegraded",
     "StreamEmission",
     "StreamRecovered",
@@ -43,6 +44,27 @@ class Connected:
     type: ClassVar[Literal["viewer.connected"]] = "viewer.connected"
     viewer_id: str
     record: bytes  # the viewer record exactly as the API returned it
+    initial: bool = False  # the poll started from no tracked state: already watching before
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a viewer's session added up to, carried by its ``viewer.disconnected`` (SPEC 4.2).
+
+    The counts cover the complete polls that saw the viewer; with ``complete`` False a restart
+    or failover during the session may have lost some of them, and they are a lower bound.
+    """
+
+    connected_at: int  # ms: the poll that emitted viewer.connected
+    duration_ms: int  # last seen - connected_at
+    polls: int
+    health_min: float | None  # over the polls with data; None (all four) when there were none
+    health_max: float | None
+    health_avg: float | None
+    measured_polls: int
+    drops: int  # the session's viewer.health_dropped events
+    degraded_ms: int  # from each drop to its recovery (or to the last poll that saw the viewer)
+    complete: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +75,7 @@ class Disconnected:
     viewer_id: str
     record: bytes  # the last record seen
     last_seen_at: int  # ms: start of the last complete poll that saw the viewer
+    session: Session | None = None
 
 
 @dataclass(frozen=True, slots=True)
