@@ -1,11 +1,14 @@
-"""Durations as operators write them: ``500ms``, ``5s``, ``2m``, ``1h``; a bare number: seconds."""
+"""Durations as operators write them: ``500ms``, ``5s``, ``2m``, ``1h``; a bare number: seconds.
+
+And as a person reads them in a message or on a screen: ``2 h 5 min`` (``spoken_duration``).
+"""
 
 from __future__ import annotations
 
 import math
 import re
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["format_duration", "parse_duration", "spoken_duration"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -32,3 +35,20 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+def spoken_duration(ms: int) -> str:
+    """Milliseconds as a person says them, two units at most, seconds cut: ``40 s``,
+    ``3 min 20 s``, ``2 h 5 min``, ``3 d 4 h`` (a negative time is ``0 s``)."""
+    seconds = max(ms, 0) // 1000
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds >= 86_400:
+        size, name, smaller, smaller_name = 86_400, "d", 3600, "h"
+    elif seconds >= 3600:
+        size, name, smaller, smaller_name = 3600, "h", 60, "min"
+    else:
+        size, name, smaller, smaller_name = 60, "min", 1, "s"
+    big, rest = divmod(seconds, size)
+    little = rest // smaller
+    return f"{big} {name} {little} {smaller_name}" if little else f"{big} {name}"

@@ -7,8 +7,17 @@ import json
 import os
 import re
 import sys
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+from rich.console import Console
+
+from notifier.commands.demo import _View
+
+if TYPE_CHECKING:
+    from notifier.commands.demo import _Receiver
+    from notifier.service import Service
 
 
 @pytest.mark.timeout(90)
@@ -58,3 +67,48 @@ async def test_demo_rejects_a_bad_duration() -> None:
     assert process.returncode == 2
     assert len(err.decode().splitlines()) == 1
     assert "--duration" in err.decode()
+
+
+def test_the_live_view_shows_stream_events_within_80x24() -> None:
+    """The latest four stream events stay on top of the feed, with their stream and figures,
+    however many viewer events follow; the counters of all nine types; it fits 80x24."""
+    console = Console(width=80, height=24, record=True, color_system=None)
+    view = _View(console, live=True)
+    record = {"id": "v_tnhfdb57dtycrrja", "streamKey": "live-1", "countryCode": "IT",
+              "deviceType": "DESKTOP", "healthScore": 83, "healthGrade": "Very Good"}  # fmt: skip
+    stream = {"applicationId": "c_41pjso2krv6sk1wj", "streamKey": "live-1"}
+    at = "2026-02-05T08:22:40.071Z"
+    datas: list[tuple[str, dict[str, Any]]] = [
+        ("viewer.connected", {"viewer": record, "initial": True}),
+        ("viewer.health_dropped", {"viewer": record, "previous": {"healthScore": 88}}),
+        ("stream.audience_started", {"stream": stream, "viewers": 1}),
+        ("stream.audience_crossed", {"stream": stream, "threshold": 1000, "direction": "up",
+                                     "viewers": 1002, "peakViewers": 1002}),
+        ("stream.health_degraded", {"stream": stream, "viewers": 1100, "measured": 1100,
+                                    "dropped": 297, "share": 0.27, "breakdown": {}}),
+        ("stream.health_recovered", {"stream": stream, "viewers": 1000, "measured": 1000,
+                                     "dropped": 40, "share": 0.04, "breakdown": {},
+                                     "incident": {"durationMs": 7_500_000}}),
+        ("stream.audience_ended", {"stream": stream, "summary": {"durationMs": 7_530_000,
+                                   "peakViewers": 1204, "endedDegraded": True}}),
+        ("viewer.disconnected", {"viewer": record, "lastSeenAt": at}),
+    ]  # fmt: skip
+    datas += [("viewer.connected", {"viewer": record})] * 30
+    for n, (kind, data) in enumerate(datas):
+        subject = record["id"] if kind.startswith("viewer.") else "live-1"
+        view.add({"type": kind, "time": at, "subject": subject, "sequence": n, "data": data})
+    service = cast("Service", SimpleNamespace(pollers=[], sinks={}))
+    receiver = cast("_Receiver", SimpleNamespace(verified=3, rejected=0))
+    console.print(view.render(service, receiver, "http://127.0.0.1:41234"))
+    screen = console.export_text().splitlines()
+    assert len(screen) <= 24
+    assert max(len(line) for line in screen) <= 80
+    text = "\n".join(screen)
+    assert "■ ended degraded" in screen[8]  # the newest stream event, under the feed's heading
+    assert "▶ stream started" not in text  # the fifth newest
+    assert re.search(r"audience started +1 ", text)
+    for shown in ("↗ reached 1,000", "1,002 viewers, peak 1,002",
+                  "✖ degraded", "27% dropped (297/1,100)", "4% dropped after 2 h 5 min",
+                  "■ ended degraded", "after 2 h 5 min, peak 1,204", "live streams",
+                  "stream degraded", "● joined"):  # fmt: skip
+        assert shown in text, shown

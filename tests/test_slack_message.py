@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifier.events import EVENT_TYPES
-from notifier.sinks.slack.message import MAX_LINES, build_message
+from notifier.events import EVENT_TYPES, STREAM_EVENT_TYPES, VIEWER_EVENT_TYPES
+from notifier.sinks.slack.message import CARD_BUDGET, MAX_CARDS, MAX_LINES, build_message
+from notifier.sinks.slack.text import percent, span
 from testkit.slack_validation import assert_valid_slack_payload, block_texts, units
 
 CLUSTER = "eu-1"
@@ -481,6 +482,35 @@ _VIEWERS = st.fixed_dictionaries(
         "duration": st.integers(-1, 10**12),
     },
 )
+_FIGURE = _VALUE | st.integers(0, 10**7) | st.floats(0, 1)
+_ROW = st.fixed_dictionaries({}, optional=dict.fromkeys(("value", "viewers", "dropped"), _FIGURE))
+_STREAM_DATA = {
+    "stream": st.fixed_dictionaries({}, optional={"applicationId": _VALUE, "streamKey": _VALUE})
+    | _VALUE,
+    **dict.fromkeys(
+        ("viewers", "measured", "dropped", "share", "peakViewers", "direction", "initial"), _FIGURE
+    ),
+    "breakdown": st.fixed_dictionaries(
+        {},
+        optional=dict.fromkeys(
+            ("countryCode", "harnessType", "deviceType"), st.lists(_ROW | _VALUE, max_size=8)
+        ),
+    )
+    | _VALUE,
+    "incident": st.fixed_dictionaries(
+        {}, optional=dict.fromkeys(("since", "durationMs", "peakDropped", "peakShare"), _FIGURE)
+    )
+    | _VALUE,
+    "summary": st.fixed_dictionaries(
+        {},
+        optional=dict.fromkeys(
+            ("startedAt", "durationMs", "peakViewers", "peakAt", "sessions", "degradedMs"),
+            _FIGURE,
+        )
+        | {"endedDegraded": st.booleans() | _VALUE},
+    )
+    | _VALUE,
+}
 _EVENTS = st.fixed_dictionaries(
     {"type": st.sampled_from(EVENT_TYPES) | _VALUE},
     optional={
@@ -498,6 +528,7 @@ _EVENTS = st.fixed_dictionaries(
                 | _VALUE,
                 "threshold": _VALUE,
                 "lastSeenAt": _VALUE,
+                **_STREAM_DATA,
             },
         )
         | _VALUE,
@@ -521,7 +552,7 @@ def test_any_group_makes_a_valid_message(
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    kinds=st.lists(st.sampled_from(EVENT_TYPES), max_size=400),
+    kinds=st.lists(st.sampled_from(VIEWER_EVENT_TYPES), max_size=400),
     name=st.text(max_size=300),
     max_lines=st.integers(1, 100),
 )
@@ -552,3 +583,337 @@ def test_every_event_is_counted_once(kinds: list[str], name: str, max_lines: int
         assert parse_counts(more.split(" more (", 1)[1].removesuffix(")_"), ", ") == hidden
     else:
         assert more is None
+
+
+# --- stream events -----------------------------------------------------------------------------
+
+APP = "c_41pjso2krv6sk1wj"
+BREAKDOWN = {
+    "countryCode": [
+        {"value": "PL", "viewers": 6000, "dropped": 2100},
+        {"value": "DE", "viewers": 3000, "dropped": 600},
+        {"value": None, "viewers": 2000, "dropped": 270},
+    ],
+    "harnessType": [{"value": "STORM_HLS_VIEWER", "viewers": 7000, "dropped": 2500}],
+    "deviceType": [{"value": "MOBILE", "viewers": 5000, "dropped": 2000}],
+}
+INCIDENT = {
+    "since": "2026-02-05T06:17:40.071Z",
+    "durationMs": 7_500_000,
+    "peakDropped": 3100,
+    "peakShare": 0.2818,
+}
+SUMMARY = {
+    "startedAt": "2026-02-05T06:17:10.071Z",
+    "durationMs": 7_530_000,
+    "peakViewers": 11240,
+    "peakAt": "2026-02-05T07:22:40.071Z",
+    "sessions": 18342,
+    "degradedMs": 7_500_000,
+    "endedDegraded": False,
+}
+DEGRADED: dict[str, Any] = {"viewers": 11000, "measured": 11000, "dropped": 2970, "share": 0.27}
+RECOVERED: dict[str, Any] = {"viewers": 10800, "measured": 10750, "dropped": 430, "share": 0.04}
+WHERE = f"`{APP} / {STREAM}` · 08:22:40 UTC"
+
+
+def stream_event(kind: str, sequence: int, *, key: str = STREAM, **data: Any) -> dict[str, Any]:
+    """A decoded stream event as storm-notifier emits it: subject the streamKey."""
+    return {
+        "specversion": "1.0",
+        "id": f"id-{sequence}",
+        "source": f"/clusters/{CLUSTER}",
+        "type": kind,
+        "subject": key,
+        "time": "2026-02-05T08:22:40.071Z",
+        "datacontenttype": "application/json",
+        "cluster": CLUSTER,
+        "sequence": sequence,
+        "data": {"stream": {"applicationId": APP, "streamKey": key}, **data},
+    }
+
+
+def section_texts(payload: dict[str, Any]) -> list[str]:
+    """The text of every section, in order."""
+    return [block["text"]["text"] for block in payload["blocks"] if block["type"] == "section"]
+
+
+TABLE = (
+    "```\n"
+    "country           viewers  dropped\n"
+    "PL                  6,000    2,100\n"
+    "DE                  3,000      600\n"
+    "(none)              2,000      270\n"
+    "\n"
+    "harness           viewers  dropped\n"
+    "STORM_HLS_VIEWER    7,000    2,500\n"
+    "\n"
+    "device            viewers  dropped\n"
+    "MOBILE              5,000    2,000\n"
+    "```"
+)
+
+
+@pytest.mark.parametrize(
+    ("made", "card", "text"),
+    [
+        pytest.param(
+            stream_event("stream.audience_started", 1, viewers=1),
+            f"▶️ *live-1 audience started*: 1 viewer\n{WHERE}",
+            "eu-1 · live-1 audience started: 1 viewer",
+            id="started",
+        ),
+        pytest.param(
+            stream_event("stream.audience_started", 1, viewers=1204, initial=True),
+            "▶️ *live-1 audience started*: 1,204 viewers (already live when the notifier"
+            f" started)\n{WHERE}",
+            "eu-1 · live-1 audience started: 1,204 viewers (already live when the notifier"
+            " started)",
+            id="started-initial",
+        ),
+        pytest.param(
+            stream_event(
+                "stream.audience_crossed", 1, threshold=10000, direction="up", viewers=10012,
+                peakViewers=10012,
+            ),
+            f"📈 *live-1 reached 10,000 viewers*: 10,012 now, peak 10,012\n{WHERE}",
+            "eu-1 · live-1 reached 10,000 viewers: 10,012 now, peak 10,012",
+            id="crossed-up",
+        ),
+        pytest.param(
+            stream_event(
+                "stream.audience_crossed", 1, threshold=10000, direction="down", viewers=8950,
+                peakViewers=11240,
+            ),
+            f"📉 *live-1 fell below 10,000 viewers*: 8,950 now, peak 11,240\n{WHERE}",
+            "eu-1 · live-1 fell below 10,000 viewers: 8,950 now, peak 11,240",
+            id="crossed-down",
+        ),
+        pytest.param(
+            stream_event("stream.health_degraded", 1, **DEGRADED, breakdown=BREAKDOWN),
+            "🚨 *live-1 degraded*: 27% of 11,000 viewers dropped (2,970)\n"
+            f"{WHERE}\n11,000 viewers · 11,000 measured · 2,970 dropped (27%)\n{TABLE}",
+            "eu-1 · live-1 degraded: 27% of 11,000 viewers dropped (2,970)",
+            id="degraded",
+        ),
+        pytest.param(
+            stream_event(
+                "stream.health_recovered", 1, **RECOVERED, breakdown=BREAKDOWN, incident=INCIDENT
+            ),
+            "✅ *live-1 recovered after 2 h 5 min*: 4% of 10,750 measured viewers dropped (430)"
+            f"\n{WHERE}\n10,800 viewers · 10,750 measured · 430 dropped (4%)\n"
+            "Incident: since 06:17:40 UTC · peak 3,100 dropped (28%)",
+            "eu-1 · live-1 recovered after 2 h 5 min: 4% of 10,750 measured viewers dropped (430)",
+            id="recovered",
+        ),
+        pytest.param(
+            stream_event("stream.audience_ended", 1, summary=SUMMARY),
+            f"⏹️ *live-1 audience ended after 2 h 5 min*: peak 11,240 viewers\n{WHERE}\n"
+            "Started 06:17:10 UTC · peak 11,240 at 07:22:40 UTC · 18,342 sessions"
+            " · degraded 2 h 5 min in all",
+            "eu-1 · live-1 audience ended after 2 h 5 min: peak 11,240 viewers",
+            id="ended",
+        ),
+        pytest.param(
+            stream_event(
+                "stream.audience_ended", 1,
+                summary=SUMMARY | {"endedDegraded": True, "degradedMs": 0, "durationMs": 40_000,
+                                   "startedAt": "2026-02-04T23:59:59.000Z"},
+            ),
+            f"⏹️ *live-1 audience ended while degraded after 40 s*: peak 11,240 viewers\n{WHERE}"
+            "\nStarted 2026-02-04 23:59:59 UTC · peak 11,240 at 07:22:40 UTC · 18,342 sessions",
+            "eu-1 · live-1 audience ended while degraded after 40 s: peak 11,240 viewers",
+            id="ended-degraded-other-day",
+        ),
+    ],
+)  # fmt: skip
+def test_one_stream_event_of_each_type(made: dict[str, Any], card: str, text: str) -> None:
+    """A stream event is one card under the header: what happened to which stream with its
+    figures, where and when, a degradation's breakdown as a table; the fallback leads with it."""
+    payload = valid(build_message(CLUSTER, STREAM, [made]))
+    assert [block["type"] for block in payload["blocks"]] == ["header", "section", "context"]
+    assert payload["blocks"][0]["text"]["text"] == "eu-1 · stream live-1"
+    assert section_texts(payload) == [card]
+    assert payload["blocks"][-1]["elements"][0]["text"] == (
+        "eu-1 · 1 event · 2026-02-05 08:22:40 UTC"
+    )
+    assert payload["text"] == text
+
+
+def test_stream_events_come_first_and_the_viewer_digest_still_works() -> None:
+    """A stream's events and its viewers' events in one message: the cards in sequence order,
+    a divider, then the viewer counts and lines as before; the fallback tells both."""
+    group = [
+        dropped(2, viewer("v_b", healthScore=20, healthGrade="Bad")),
+        stream_event("stream.health_degraded", 4, **DEGRADED, breakdown=BREAKDOWN),
+        event("viewer.connected", 1, viewer("v_a")),
+        stream_event("stream.audience_started", 3, viewers=2),
+    ]
+    payload = valid(build_message(CLUSTER, STREAM, group))
+    kinds = [block["type"] for block in payload["blocks"]]
+    assert kinds == ["header", "section", "section", "divider", "section", "section", "context"]
+    texts = section_texts(payload)
+    assert texts[0].startswith("▶️ *live-1 audience started*")
+    assert texts[1].startswith("🚨 *live-1 degraded*")
+    assert texts[2] == "*1 joined* · *1 health dropped*"
+    assert texts[3].split("\n")[0].startswith("🟢 `v_a` joined")
+    assert texts[3].split("\n")[1].startswith("🔴 `v_b` health dropped")
+    assert payload["text"] == (
+        "eu-1 · live-1 audience started: 2 viewers; live-1 degraded: 27% of 11,000 viewers"
+        " dropped (2,970); 1 joined, 1 health dropped"
+    )
+    assert payload["blocks"][-1]["elements"][0]["text"].startswith("eu-1 · 4 events · ")
+
+
+def test_a_group_without_a_stream_key_takes_it_from_its_stream_events() -> None:
+    """With no key given (an event decoded without one), the header names the stream anyway."""
+    payload = valid(build_message(CLUSTER, None, [stream_event("stream.audience_started", 1)]))
+    assert payload["blocks"][0]["text"]["text"] == "eu-1 · stream live-1"
+    assert payload["text"] == "eu-1 · live-1 audience started"
+
+
+def test_stream_values_are_escaped_once() -> None:
+    """A hostile streamKey or applicationId is escaped, once, in the card and the fallback."""
+    made = stream_event("stream.audience_started", 1, key="s<&>\n1", viewers=2)
+    made["data"]["stream"]["applicationId"] = "a`<b>`"
+    payload = valid(build_message(CLUSTER, "s<&>\n1", [made]))
+    assert section_texts(payload)[0] == (
+        "▶️ *s&lt;&amp;&gt; 1 audience started*: 2 viewers\n"
+        "`a'&lt;b&gt;' / s&lt;&amp;&gt; 1` · 08:22:40 UTC"
+    )
+    assert payload["text"] == "eu-1 · s&lt;&amp;&gt; 1 audience started: 2 viewers"
+
+
+def test_many_stream_events_are_capped_and_counted() -> None:
+    """40 flapping degradations and recoveries: MAX_CARDS cards within CARD_BUDGET, only the
+    newest degradation shown with its table, the rest counted; the fallback tells three."""
+    group = [
+        stream_event("stream.health_degraded", n, **DEGRADED, breakdown=BREAKDOWN)
+        if n % 2 == 0
+        else stream_event(
+            "stream.health_recovered", n, **RECOVERED, breakdown=BREAKDOWN, incident=INCIDENT
+        )
+        for n in range(40)
+    ]
+    group.append(event("viewer.connected", 40))
+    payload = valid(build_message(CLUSTER, STREAM, group))
+    texts = section_texts(payload)
+    cards = [text for text in texts if text.startswith(("🚨", "✅"))]
+    assert len(cards) == MAX_CARDS
+    assert sum(units(text) for text in cards) <= CARD_BUDGET
+    assert ["```" in text for text in cards] == [n == 8 for n in range(MAX_CARDS)]
+    assert texts[len(cards)] == "_…and 30 more stream events (15 degraded, 15 recovered)_"
+    assert texts[len(cards) + 1] == "*1 joined*"
+    assert payload["text"].count("; ") == 4  # three told, "37 more stream events", the counts
+    assert "; 37 more stream events; 1 joined" in payload["text"]
+
+
+def test_breakdown_values_are_cut_escaped_and_aligned() -> None:
+    """A long or hostile breakdown value is cut to 18 characters and escaped; the columns stay
+    aligned (as the reader sees them); more than five rows are left out; bad rows are skipped."""
+    rows: list[Any] = [{"value": "<script>&" + "x" * 30, "viewers": 12, "dropped": 1_000_000}]
+    rows += [{"value": f"R{n}", "viewers": n, "dropped": n} for n in range(6)]
+    rows += ["oops", {"value": "no counts"}]
+    made = stream_event(
+        "stream.health_degraded", 1, **DEGRADED, breakdown={"countryCode": rows, "deviceType": 5}
+    )
+    card = section_texts(valid(build_message(CLUSTER, STREAM, [made])))[0]
+    table = card.split("```\n")[1].removesuffix("\n```").split("\n")
+    assert table[0] == "country             viewers    dropped"
+    assert table[1] == "&lt;script&gt;&amp;xxxxxxxx…       12  1,000,000"
+    assert [line.split()[0] for line in table[2:]] == ["R0", "R1", "R2", "R3"]
+    shown = table[1].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    assert len({len(line) for line in [shown, *table[2:]]}) == 1
+
+
+def test_missing_or_malformed_stream_figures_are_left_out() -> None:
+    """A stream event with no or odd figures still makes a card, never "None" or "nan"."""
+    group: list[dict[str, Any]] = [
+        {"type": "stream.health_degraded", "sequence": 1, "subject": "s1"},
+        {
+            "type": "stream.audience_crossed",
+            "sequence": 2,
+            "data": {"stream": "x", "threshold": None, "viewers": -3, "direction": 7},
+        },
+        stream_event("stream.health_recovered", 3, share=float("nan"), incident={"since": 5}),
+        stream_event("stream.audience_ended", 4, summary={"durationMs": 10**20, "sessions": 1.5}),
+        stream_event("stream.teleported", 5),
+    ]
+    payload = valid(build_message(CLUSTER, STREAM, group))
+    assert [text.split("\n")[0] for text in section_texts(payload)] == [
+        "🚨 *s1 degraded*",
+        "📈 *live-1 crossed a threshold*",
+        "✅ *live-1 recovered*",
+        "⏹️ *live-1 audience ended*",
+        "🔹 *live-1 stream.teleported*",
+    ]
+    words = " ".join([*block_texts(payload), payload["text"]])
+    assert not re.search(r"None|nan|inf|\?\?", words)
+
+
+@pytest.mark.parametrize(
+    ("ms", "told"),
+    [
+        (0, "0 s"),
+        (40_999, "40 s"),
+        (200_000, "3 min 20 s"),
+        (300_000, "5 min"),
+        (7_200_000, "2 h"),
+        (7_500_000, "2 h 5 min"),
+        (273_600_000, "3 d 4 h"),
+        (-1, ""),
+        (True, ""),
+        (1.5, ""),
+        ("1000", ""),
+        (10**20, ""),
+    ],
+)
+def test_durations_read_like_a_person_says_them(ms: object, told: str) -> None:
+    """Milliseconds as "2 h 5 min": two units at most; nothing for what is not a duration."""
+    assert span(ms) == told
+
+
+@pytest.mark.parametrize(
+    ("share", "told"),
+    [
+        (0, "0%"),
+        (0.27, "27%"),
+        (0.2818, "28%"),
+        (0.004, "0.4%"),
+        (1, "100%"),
+        (1.5, ""),
+        (None, ""),
+    ],
+)
+def test_shares_read_as_percentages(share: object, told: str) -> None:
+    """A share as a whole percentage, one decimal under 1%; nothing for what is not a share."""
+    assert percent(share) == told
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kinds=st.lists(st.sampled_from(EVENT_TYPES), max_size=120),
+    key=st.text(max_size=300),
+)
+def test_every_stream_event_is_a_card_or_counted(kinds: list[str], key: str) -> None:
+    """Stream events among viewer events: each is a card or counted in the "more stream events"
+    line, never both, never lost; the viewer counts count the viewer events only."""
+    group = [
+        stream_event(kind, n, key=key, **DEGRADED, breakdown=BREAKDOWN, incident=INCIDENT,
+                     summary=SUMMARY, threshold=100, direction="up", peakViewers=5)
+        if kind in STREAM_EVENT_TYPES
+        else event(kind, n, viewer(f"v_{n}"))
+        for n, kind in enumerate(kinds)
+    ]  # fmt: skip
+    payload = valid(build_message(CLUSTER, key or None, group))
+    streams = sum(kind in STREAM_EVENT_TYPES for kind in kinds)
+    cards = [text for text in section_texts(payload) if text[:1] in "▶📈📉🚨✅⏹"]
+    more = [text for text in section_texts(payload) if " more stream event" in text]
+    hidden = int(more[0].split(" ")[1]) if more else 0
+    assert len(cards) + hidden == streams
+    assert len(cards) <= MAX_CARDS
+    assert sum(units(text) for text in cards) <= CARD_BUDGET
+    viewers = len(kinds) - streams
+    if viewers:
+        tally = section_texts(payload)[len(cards) + len(more)]
+        assert sum(parse_counts(tally.replace("*", ""), " · ").values()) == viewers

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from notifier.events import AudienceStarted, Connected, Envelope
 from notifier.sinks.control import SinkControl
 from notifier.sinks.slack.config import SlackSinkSettings
 from notifier.sinks.slack.sink import SlackSink
 from testkit.receivers import SlackStandIn, slack_reply
 from testkit.sink_support import (
+    EPOCH,
     FAST,
     KEYS,
     create_group,
@@ -27,6 +29,8 @@ from testkit.sink_support import (
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from notifier.events import Emission, StreamEmission
 
 
 def slack(url: str, **extra: Any) -> SlackSinkSettings:
@@ -123,3 +127,33 @@ async def test_rate_limited_events_leave_no_retry_state_behind(redis: Redis) -> 
         async with running_worker(SlackSink(settings), settings, redis) as control:
             await control.wait_until(lambda c: c.delivered == 3)
         assert await redis.hlen(KEYS.retries("ops")) == 0
+
+
+async def test_stream_events_share_the_message_of_their_streams_viewers(redis: Redis) -> None:
+    """A stream event (subject: the streamKey) is grouped with its stream's viewer events into
+    one message, its card on top; another stream's events make their own message."""
+    envelope = Envelope(cluster=KEYS.cluster, epoch=EPOCH, time_ms=1_770_000_000_000)
+    record = b'{"id":"v_1","streamKey":"live-1","applicationId":"app-1"}'
+    other = b'{"id":"v_2","streamKey":"live-2","applicationId":"app-1"}'
+    emissions: list[Emission | StreamEmission] = [
+        Connected("v_1", record),
+        Connected("v_2", other),
+        AudienceStarted("app-1", "live-1", viewers=1, initial=False),
+        AudienceStarted("app-1", "live-2", viewers=1, initial=False),
+    ]
+    events = []
+    for sequence, emission in enumerate(emissions, 1):
+        event_id, body = envelope.encode_emission(emission, sequence)
+        events.append({"type": emission.type, "id": event_id, "body": body})
+    async with SlackStandIn(min_interval=0) as stand_in:
+        await create_group(redis, "ops")
+        await publish(redis, events)
+        settings = slack(stand_in.url, group_wait="500ms")
+        async with running_worker(SlackSink(settings), settings, redis) as control:
+            await asyncio.wait_for(control.wait_until(lambda c: c.delivered >= 4), 30)
+        assert stand_in.invalid == []
+        texts = sorted(message.payload["text"] for message in stand_in.messages)
+        assert texts == [
+            "eu-1 · live-1 audience started: 1 viewer; 1 joined",
+            "eu-1 · live-2 audience started: 1 viewer; 1 joined",
+        ]

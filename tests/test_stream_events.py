@@ -117,7 +117,8 @@ async def assert_counts_match_the_viewers(redis: Redis) -> None:
         if one is not None:
             recount[one.stream] += 1
     stored = {}
-    for name, blob in (await redis.hgetall(KEYS.streams)).items():
+    entries: dict[bytes, bytes] = await redis.hgetall(KEYS.streams)  # type: ignore[assignment]
+    for name, blob in entries.items():
         stream, state = StreamCodec.decode(name, blob)
         stored[stream] = state.viewers
     assert stored == dict(recount)

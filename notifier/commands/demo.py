@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import itertools
 import os
 import secrets
 import time
@@ -23,11 +24,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from notifier.commands._common import duration, run_until_signal
 from notifier.config import Settings
+from notifier.durations import spoken_duration
 from notifier.errors import ConfigError
-from notifier.events import EVENT_TYPES
+from notifier.events import STREAM_EVENT_TYPES, VIEWER_EVENT_TYPES
 from notifier.logs import configure_logging
 from notifier.service import Service
 from notifier.simulator import Faults, PopulationSettings, SimulatorSettings, running_simulator
@@ -51,7 +54,25 @@ ICONS = {
     "viewer.disconnected": "[bright_black]○ left[/]",
     "viewer.health_dropped": "[red]▼ health dropped[/]",
     "viewer.health_recovered": "[yellow]▲ recovered[/]",
+    "stream.audience_started": "[cyan]▶ stream started[/]",
+    "stream.audience_crossed": "[cyan]↕ crossed[/]",
+    "stream.health_degraded": "[bold red]✖ degraded[/]",
+    "stream.health_recovered": "[bold green]✔ stream healthy[/]",
+    "stream.audience_ended": "[bright_black]■ stream ended[/]",
 }
+LABELS = {  # the counters, in ICONS' order
+    "viewer.connected": "joined",
+    "viewer.disconnected": "left",
+    "viewer.health_dropped": "health dropped",
+    "viewer.health_recovered": "recovered",
+    "stream.audience_started": "audience started",
+    "stream.audience_crossed": "threshold crossed",
+    "stream.health_degraded": "stream degraded",
+    "stream.health_recovered": "stream recovered",
+    "stream.audience_ended": "audience ended",
+}
+FEED = 13  # events shown: with the counters and the border, the view fits 80x24
+PINNED = 4  # of them, the latest stream events, kept on top however many viewer events follow
 
 
 class _Receiver:
@@ -116,53 +137,119 @@ class _ViewSink:
 
 
 class _View:
-    """What the terminal shows: counters and the latest events."""
+    """What the terminal shows: counters (viewers, streams, webhooks) and the latest events,
+    the latest stream events first (a first poll's thousand joins would push them out)."""
 
     def __init__(self, console: Console, *, live: bool) -> None:
         self.console = console
         self.live = live
-        self.recent: deque[dict[str, Any]] = deque(maxlen=14)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=FEED)
+        self.streams: deque[dict[str, Any]] = deque(maxlen=PINNED)
         self.counts: Counter[str] = Counter()
         self.started = time.monotonic()
 
     def add(self, event: dict[str, Any]) -> None:
         self.counts[event["type"]] += 1
-        self.recent.appendleft(event)
+        if str(event["type"]).startswith("stream."):
+            self.streams.appendleft(event)
+        else:
+            self.recent.appendleft(event)
 
     def render(self, service: Service, receiver: _Receiver, sim_url: str) -> Panel:
-        stats = Table.grid(padding=(0, 2))
-        stats.add_column(style="bold")
-        stats.add_column(justify="right")
         poller = service.pollers[0] if service.pollers else None
         hooks = service.sinks.get("hooks")
-        tracked = poller.tracked if poller else 0
-        rows = [
-            ("viewers tracked", tracked),
-            ("polls committed", poller.commits if poller else 0),
-            *((kind.removeprefix("viewer."), self.counts[kind]) for kind in EVENT_TYPES),
-            ("webhooks verified", receiver.verified),
-            ("webhooks rejected", receiver.rejected),
-            ("webhook retries", hooks.retried if hooks else 0),
-            ("dead letters", hooks.dead_lettered if hooks else 0),
+        counts = self.counts
+        live = counts["stream.audience_started"] - counts["stream.audience_ended"]
+        columns: list[list[tuple[str, int]]] = [
+            [
+                ("viewers tracked", poller.tracked if poller else 0),
+                ("polls committed", poller.commits if poller else 0),
+                *((LABELS[kind], counts[kind]) for kind in VIEWER_EVENT_TYPES),
+            ],
+            [
+                ("live streams", live),
+                *((LABELS[kind], counts[kind]) for kind in STREAM_EVENT_TYPES),
+            ],
+            [
+                ("webhooks verified", receiver.verified),
+                ("webhooks rejected", receiver.rejected),
+                ("webhook retries", hooks.retried if hooks else 0),
+                ("dead letters", hooks.dead_lettered if hooks else 0),
+            ],
         ]
-        for name, value in rows:
-            stats.add_row(name, str(value))
-        events = Table(expand=True, show_edge=False, box=None)
-        for column in ("time", "event", "viewer", "stream", "where", "health"):
-            events.add_column(column, no_wrap=True)
-        for event in self.recent:
-            viewer = event["data"]["viewer"]
+        stats = Table.grid(padding=(0, 1), expand=True)
+        for _ in columns:
+            stats.add_column(style="bold", no_wrap=True)
+            stats.add_column(justify="right", no_wrap=True)
+        for row in itertools.zip_longest(*columns, fillvalue=("", "")):
+            stats.add_row(*(str(cell) for pair in row for cell in pair))
+        events = Table(expand=True, show_edge=False, box=None, pad_edge=False)
+        events.add_column("time", no_wrap=True, min_width=8)
+        events.add_column("event", no_wrap=True, max_width=16)
+        events.add_column("viewer / stream", no_wrap=True, max_width=18)
+        events.add_column("", no_wrap=True, ratio=1, overflow="ellipsis")
+        for event in [*self.streams, *list(self.recent)[: FEED - len(self.streams)]]:
             events.add_row(
-                event["time"][11:19],
-                ICONS.get(event["type"], event["type"]),
-                event["subject"],
-                str(viewer.get("streamKey") or ""),
-                f"{viewer.get('countryCode') or ''} {str(viewer.get('deviceType') or '').lower()}",
-                _health(event),
+                Text(str(event.get("time", ""))[11:19]),
+                _icon(event),
+                Text(str(event.get("subject", ""))),
+                Text(_detail(event)),
             )
         elapsed = time.monotonic() - self.started
-        title = f"storm-notifier demo · simulator {sim_url} · embedded Redis · {elapsed:.0f}s"
+        title = f"storm-notifier demo · {sim_url} · embedded Redis · {elapsed:.0f}s"
         return Panel(Group(stats, events), title=title, subtitle="Ctrl-C stops")
+
+
+def _icon(event: dict[str, Any]) -> Text:
+    kind = str(event.get("type"))
+    data = event.get("data") or {}
+    if kind == "stream.audience_crossed":
+        down = data.get("direction") == "down"
+        arrow = "↘ below" if down else "↗ reached"
+        return Text(f"{arrow} {_count(data.get('threshold'))}", style="cyan")
+    if kind == "stream.audience_ended" and (data.get("summary") or {}).get("endedDegraded"):
+        return Text("■ ended degraded", style="red")
+    return Text.from_markup(ICONS[kind]) if kind in ICONS else Text(kind)
+
+
+def _detail(event: dict[str, Any]) -> str:
+    """What happened, in a few words: a viewer's stream, country, device and health; a
+    stream's figures."""
+    data: dict[str, Any] = event.get("data") or {}
+    if "viewer" not in data:
+        return _figures(str(event.get("type")), data)
+    viewer = data["viewer"]
+    where = f"{viewer.get('countryCode') or ''} {str(viewer.get('deviceType') or '').lower()}"
+    parts = (str(viewer.get("streamKey") or ""), where.strip(), _health(event))
+    return " · ".join(part for part in parts if part)
+
+
+def _figures(kind: str, data: dict[str, Any]) -> str:
+    """A stream event's figures, short enough for the feed of an 80-column terminal."""
+    share = data.get("share")
+    dropped = f"{share:.0%} dropped" if isinstance(share, int | float) else "? dropped"
+    lasted = (data.get("incident") or data.get("summary") or {}).get("durationMs")
+    after = f" after {spoken_duration(lasted)}" if isinstance(lasted, int) else ""
+    if kind == "stream.audience_started":
+        return _viewers(data.get("viewers")) + (" (already live)" if data.get("initial") else "")
+    if kind == "stream.audience_crossed":
+        return f"{_viewers(data.get('viewers'))}, peak {_count(data.get('peakViewers'))}"
+    if kind == "stream.health_degraded":
+        return f"{dropped} ({_count(data.get('dropped'))}/{_count(data.get('measured'))})"
+    if kind == "stream.health_recovered":
+        return dropped + after
+    if kind == "stream.audience_ended":
+        peak = _count((data.get("summary") or {}).get("peakViewers"))
+        return f"{after.strip()}, peak {peak}".lstrip(", ")
+    return ""
+
+
+def _count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def _viewers(value: object) -> str:
+    return "1 viewer" if value == 1 else f"{_count(value)} viewers"
 
 
 def _health(event: dict[str, Any]) -> str:
@@ -261,7 +348,7 @@ async def run_demo(
                 timer.cancel()
         status_console.print(
             f"demo finished: {sum(view.counts.values())} events "
-            + ", ".join(f"{n} {k.removeprefix('viewer.')}" for k, n in view.counts.items())
+            + ", ".join(f"{n} {LABELS.get(k, k)}" for k, n in view.counts.items())
             + f"; {receiver.verified} webhooks verified, {receiver.rejected} rejected",
             highlight=False,
         )

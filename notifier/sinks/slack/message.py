@@ -3,6 +3,10 @@
 Made to be read on a phone::
 
     header   eu-1 · stream live-1
+    section  🚨 *live-1 degraded*: 27% of 11,000 viewers dropped (2,970)   (a card a stream
+             `c_41pjso2krv6sk1wj / live-1` · 08:22:40 UTC                 event, ``cards``)
+             ...figures, and the breakdown as a table in a code block
+    divider                                                   (when viewer events follow)
     section  *3 joined* · *1 left* · *2 health dropped*
     section  🟢 `v_xh69zeigml96ts7p` joined · 🇵🇱 PL · Desktop · Chrome · 95 Very Good
              🔴 `v_k2…` health dropped 82 Very Good → 31 Bad (below 50) · 🇩🇪 DE · Mobile
@@ -10,29 +14,46 @@ Made to be read on a phone::
     section  _…and 950 more (900 joined, 50 left)_        (only when summarised)
     context  eu-1 · 6 events · 2026-02-05 08:22:40-08:22:49 UTC
 
+Stream events come first, as cards in ``sequence`` order (at most ``MAX_CARDS``, the last ones
+without their figures if they would take more than ``CARD_BUDGET``; the rest are counted in an
+"…and N more stream events" line); the ``text`` fallback, what a notification shows, leads with
+what they say. Viewer events follow as the digest: counts, then one line an event.
+
 Slack rejects a message past its limits, so every text is measured in UTF-16 code units (never
 fewer than the characters Slack counts) and the event lines stop before one would not fit:
 50 blocks, 3000 a section text, 150 a header, ``max_lines`` lines, and well under the ~12,000
-characters Slack accepts across all blocks (undocumented: ``msg_blocks_too_long``).
-
-Values from the Storm API are untrusted: control and format characters are dropped, newlines
-become spaces, long values are cut with "…", and ``& < >`` are escaped, so a value can neither
-break the layout nor turn into a link or a mention. Missing or null values are left out.
+characters Slack accepts across all blocks (undocumented: ``msg_blocks_too_long``). Values are
+untrusted and go through ``text``: they can neither break the layout nor become a link or a
+mention, and missing or null values are left out.
 """
 
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
+
+from notifier.sinks.slack.cards import DEGRADED, STREAM_LABELS, card, is_stream_event
+from notifier.sinks.slack.text import (
+    MAX_VALUE,
+    clean,
+    fit,
+    mapping,
+    moment,
+    number,
+    plural,
+    units,
+    value,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from datetime import datetime
 
-__all__ = ["MAX_LINES", "build_message"]
+    from notifier.sinks.slack.cards import Card
+
+__all__ = ["CARD_BUDGET", "MAX_CARDS", "MAX_LINES", "build_message"]
 
 MAX_LINES: Final = 50
 """Event lines listed at most; the rest are counted in an "…and N more" line."""
@@ -41,7 +62,10 @@ MAX_BLOCKS: Final = 50
 MAX_SECTION: Final = 3000
 MAX_HEADER: Final = 150
 MAX_TOTAL: Final = 10_000  # all block texts together; Slack refuses somewhere above 12,000
-MAX_VALUE: Final = 40  # a field of the viewer record
+MAX_CARDS: Final = 10
+"""Stream events shown as cards at most; the rest are counted in an "…and N more" line."""
+CARD_BUDGET: Final = 6000  # the cards' texts together, so that the viewer digest keeps room
+MAX_HEADLINES: Final = 3  # stream events told in the text fallback
 MAX_ID: Final = 32  # a viewer id (the simulator's and Storm's are 18)
 MAX_LABELS: Final = 3  # unknown event types named in the counts; the rest are "other"
 
@@ -78,31 +102,87 @@ def build_message(
 ) -> dict[str, Any]:
     """The incoming-webhook payload (``text`` fallback and ``blocks``) for one group of events."""
     ordered = sorted(events, key=_order)
-    labels = [_label(event) for event in ordered]
+    streams = [event for event in ordered if is_stream_event(event)]
+    viewers = [event for event in ordered if not is_stream_event(event)]
+    labels = [_label(event) for event in viewers]
     counts = Counter(labels)
-    where = _fit(_clean(cluster), MAX_VALUE) or "?"
-    stream = _clean(stream_key)
+    where = fit(clean(cluster), MAX_VALUE) or "?"
+    stream = clean(stream_key) or next(
+        (clean(mapping(mapping(e.get("data")).get("stream")).get("streamKey")) for e in streams),
+        "",
+    )
 
     if stream:
-        header = f"{where} · stream {_fit(stream, MAX_HEADER - _units(where) - 10)}"
+        header = f"{where} · stream {fit(stream, MAX_HEADER - units(where) - 10)}"
     else:
         header = f"{where} · no stream key"
-    tally = " · ".join(f"*{n} {label}*" for n, label in _tally(counts)) or "_no events_"
-    context = " · ".join([where, _plural(len(ordered), "event"), *_time_range(ordered)])
+    cards, shown, more_streams = _cards(streams, stream_key)
+    tally = " · ".join(f"*{n} {label}*" for n, label in _tally(counts))
+    if not tally and not streams:
+        tally = "_no events_"
+    context = " · ".join([where, plural(len(ordered), "event"), *_time_range(ordered)])
 
-    used = _units(header) + _units(tally) + _units(context)
-    sections, more = _pack(ordered, labels, counts, used=used, max_lines=max(max_lines, 0))
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}},
-        _section(tally),
-        *(_section(text) for text in sections),
+        *(_section(text) for text in shown),
     ]
+    if more_streams:
+        blocks.append(_section(more_streams))
+    if blocks[1:] and tally:
+        blocks.append({"type": "divider"})
+    if tally:
+        blocks.append(_section(tally))
+    used = sum(units(text) for text in [header, *shown, more_streams, tally, context])
+    sections, more = _pack(
+        viewers, labels, counts, used=used, blocks=len(blocks) + 1, max_lines=max(max_lines, 0)
+    )
+    blocks += [_section(text) for text in sections]
     if more:
         blocks.append(_section(more))
     blocks.append({"type": "context", "elements": [_mrkdwn(context)]})
-    title = f"{where} · {_fit(stream, 100)}" if stream else where
-    counted = ", ".join(f"{n} {label}" for n, label in _tally(counts)) or "no events"
-    return {"text": f"{title}: {counted}", "blocks": blocks}
+    return {"text": _fallback(where, stream, cards, counts), "blocks": blocks}
+
+
+def _cards(
+    streams: Sequence[Mapping[str, Any]], stream_key: str | None
+) -> tuple[list[Card], list[str], str]:
+    """The stream events' cards, the section texts that fit, and the "…and N more" line.
+
+    In ``sequence`` order, each whole while the texts stay within ``CARD_BUDGET``, then short
+    (headline, where and when); at most ``MAX_CARDS``. Only the newest degradation shown has
+    its breakdown table.
+    """
+    kinds = [mapping(event).get("type") for event in streams[:MAX_CARDS]]
+    newest = max((n for n, kind in enumerate(kinds) if kind == DEGRADED), default=None)
+    cards = [card(event, stream_key, table=n == newest) for n, event in enumerate(streams)]
+    shown: list[str] = []
+    used = 0
+    for one in cards[:MAX_CARDS]:
+        text = one.text if used + units(one.text) <= CARD_BUDGET else one.short
+        if used + units(text) > CARD_BUDGET:
+            break
+        shown.append(text)
+        used += units(text)
+    left = Counter(
+        STREAM_LABELS.get(str(mapping(event).get("type")), "other")
+        for event in streams[len(shown) :]
+    )
+    if not left:
+        return cards, shown, ""
+    told = ", ".join(f"{n} {label}" for label, n in left.most_common())
+    return cards, shown, f"_…and {plural(left.total(), 'more stream event')} ({told})_"
+
+
+def _fallback(where: str, stream: str, cards: Sequence[Card], counts: Counter[str]) -> str:
+    """The ``text`` a notification shows: what the stream events say first, then the counts."""
+    counted = ", ".join(f"{n} {label}" for n, label in _tally(counts))
+    title = f"{where} · {fit(stream, 100)}" if stream else where
+    if not cards:
+        return f"{title}: {counted or 'no events'}"
+    told = [f"{one.key} {one.summary}" for one in cards[:MAX_HEADLINES]]  # escaped already
+    if len(cards) > MAX_HEADLINES:
+        told.append(plural(len(cards) - MAX_HEADLINES, "more stream event"))
+    return "; ".join([f"{where} · {told[0]}", *told[1:], *([counted] if counted else [])])
 
 
 def _pack(
@@ -111,12 +191,13 @@ def _pack(
     counts: Counter[str],
     *,
     used: int,
+    blocks: int,
     max_lines: int,
 ) -> tuple[list[str], str]:
     """The event lines that fit, as section texts, and the "…and N more" line for the rest.
 
-    ``used`` is what the header, counts and context already take of the total. A line is
-    added only if the "more" line for what is left after it still fits too.
+    ``used`` is what the other blocks (``blocks`` of them) already take of the total. A line
+    is added only if the "more" line for what is left after it still fits too.
     """
     sections: list[list[str]] = []
     section_units = 0
@@ -126,10 +207,10 @@ def _pack(
         line = _line(event, label)
         remaining[label] -= 1
         after = _more(remaining)
-        joins = bool(sections) and section_units + 1 + _units(line) <= MAX_SECTION
-        cost = _units(line) + (1 if joins else 0)  # the newline
-        blocks = 3 + len(sections) + (0 if joins else 1) + (1 if after else 0)
-        if used + cost + _units(after) > MAX_TOTAL or blocks > MAX_BLOCKS:
+        joins = bool(sections) and section_units + 1 + units(line) <= MAX_SECTION
+        cost = units(line) + (1 if joins else 0)  # the newline
+        total = blocks + len(sections) + (0 if joins else 1) + (1 if after else 0)
+        if used + cost + units(after) > MAX_TOTAL or total > MAX_BLOCKS:
             remaining[label] += 1
             break
         if joins:
@@ -151,84 +232,6 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": _mrkdwn(text)}
 
 
-def _units(text: str) -> int:
-    """The length of ``text`` in UTF-16 code units: an emoji counts 2, like JavaScript does."""
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _keep(char: str) -> str:
-    """A character of an API value as it may be shown: controls go, line breaks become spaces."""
-    if char.isspace():  # newlines, tabs, NEL, line and paragraph separators
-        return " "
-    category = unicodedata.category(char)
-    if category in ("Cc", "Cs") or (category == "Cf" and char != "\u200d"):
-        return ""  # controls, lone surrogates, bidi overrides; the emoji joiner stays
-    return "'" if char == "`" else char  # a backquote would end the id's code span
-
-
-def _clean(value: object) -> str:
-    """An API value as one line of plain text, unescaped; "" when absent or not text."""
-    if isinstance(value, str):
-        raw = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        raw = _number(value)
-    else:
-        return ""
-    return " ".join("".join(_keep(char) for char in raw[:4000]).split())
-
-
-def _fit(text: str, budget: int, *, escapes_count: bool = True) -> str:
-    """``text`` escaped, cut with "…" when longer than ``budget`` UTF-16 units.
-
-    ``escapes_count``: measure the escaped text, which Slack's limits apply to; else the text
-    as a person reads it (a value inside a line, whose length is bounded anyway).
-    """
-
-    def cost(char: str) -> int:
-        return _units(_escape(char) if escapes_count else char)
-
-    if sum(cost(char) for char in text) <= budget:
-        return _escape(text)
-    kept: list[str] = []
-    used = 1  # the ellipsis
-    for char in text:
-        used += cost(char)
-        if used > budget:
-            break
-        kept.append(char)
-    return _escape("".join(kept).rstrip()) + "…"
-
-
-def _value(value: object, budget: int = MAX_VALUE) -> str:
-    return _fit(_clean(value), budget, escapes_count=False)
-
-
-def _number(value: object) -> str:
-    """A score, threshold or count the way a person writes it; "" when not a finite number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return ""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return ""
-        if not value.is_integer() or abs(value) >= 1e15:
-            return f"{value:.4g}"
-        value = int(value)
-    text = str(value)
-    return text if len(text) <= 15 else text[:14] + "…"
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
 def _order(event: Mapping[str, Any]) -> tuple[int, int | float]:
     """Events by ``sequence``; those without one keep their place after the others."""
     sequence = event.get("sequence") if isinstance(event, Mapping) else None
@@ -244,7 +247,7 @@ def _label(event: Mapping[str, Any]) -> str:
     kind = event.get("type") if isinstance(event, Mapping) else None
     if isinstance(kind, str) and kind in _KINDS:
         return _KINDS[kind][1]
-    return _value(kind) or "unknown event"
+    return value(kind) or "unknown event"
 
 
 def _tally(counts: Counter[str]) -> Iterable[tuple[int, str]]:
@@ -272,24 +275,24 @@ def _more(remaining: Counter[str]) -> str:
 
 def _line(event: Mapping[str, Any], label: str) -> str:
     """One event as one line: who, what happened, and where they watch from."""
-    event = _mapping(event)
-    data = _mapping(event.get("data"))
-    viewer = _mapping(data.get("viewer"))
+    event = mapping(event)
+    data = mapping(event.get("data"))
+    viewer = mapping(data.get("viewer"))
     kind = event.get("type")
     emoji = _KINDS[kind][0] if isinstance(kind, str) and kind in _KINDS else _UNKNOWN_EMOJI
-    ident = _value(event.get("subject"), MAX_ID) or _value(viewer.get("id"), MAX_ID)
+    ident = value(event.get("subject"), MAX_ID) or value(viewer.get("id"), MAX_ID)
     who = f"`{ident}`" if ident else "a viewer"
     now = _health(viewer.get("healthScore"), viewer.get("healthGrade"))
-    where = [_country(viewer), _device(viewer.get("deviceType")), _value(viewer.get("browserName"))]
+    where = [_country(viewer), _device(viewer.get("deviceType")), value(viewer.get("browserName"))]
     if kind == "viewer.disconnected":
         how_long = _duration(viewer.get("duration"))
         what = f"left after {how_long}" if how_long else "left"
         details = [*where, now]
     elif kind in ("viewer.health_dropped", "viewer.health_recovered"):
-        previous = _mapping(data.get("previous"))
+        previous = mapping(data.get("previous"))
         before = _health(previous.get("healthScore"), previous.get("healthGrade"))
         what = f"{label} {_transition(before, now)}".rstrip()
-        threshold = _number(data.get("threshold"))
+        threshold = number(data.get("threshold"))
         if threshold:
             what += (
                 f" (below {threshold})" if kind == "viewer.health_dropped" else f" (≥ {threshold})"
@@ -311,10 +314,10 @@ def _transition(before: str, after: str) -> str:
 
 def _health(score: object, grade: object) -> str:
     """ "95 Very Good"; a score that comes with "No Data" is no measurement and is left out."""
-    grade_text = _value(grade, 24)
+    grade_text = value(grade, 24)
     if grade_text.casefold() == "no data":
         return grade_text
-    score_text = _number(score) or _value(score, 12)
+    score_text = number(score) or value(score, 12)
     return " ".join(part for part in (score_text, grade_text) if part)
 
 
@@ -324,13 +327,13 @@ def _country(viewer: Mapping[str, Any]) -> str:
         code = code.strip().upper()
         flag = "".join(chr(0x1F1E6 + ord(letter) - ord("A")) for letter in code)
         return f"{flag} {code}"
-    return _value(code, 12) or _value(viewer.get("countryName"))
+    return value(code, 12) or value(viewer.get("countryName"))
 
 
-def _device(value: object) -> str:
-    if isinstance(value, str) and value.isalpha() and value.isupper():
-        value = value.capitalize()  # DESKTOP -> Desktop
-    return _value(value)
+def _device(raw: object) -> str:
+    if isinstance(raw, str) and raw.isalpha() and raw.isupper():
+        raw = raw.capitalize()  # DESKTOP -> Desktop
+    return value(raw)
 
 
 def _duration(value: object) -> str:
@@ -366,13 +369,4 @@ def _time_range(events: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def _time(event: Mapping[str, Any]) -> datetime | None:
-    value = event.get("time") if isinstance(event, Mapping) else None
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            return moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
+    return moment(event.get("time") if isinstance(event, Mapping) else None)

@@ -1,7 +1,8 @@
 """The ``slack`` sink: Block Kit digests to an incoming webhook, at most one a second.
 
 Events of one (cluster, streamKey) that become ready within ``group_wait`` make one message
-(``message.build_message`` keeps it inside Block Kit's limits by summarising). Slack's answers:
+(``message.build_message`` keeps it inside Block Kit's limits by summarising): a stream event
+(its subject is the streamKey) goes with the viewer events of its stream, on top. Slack's answers:
 ``ok`` delivered; 429 waits ``Retry-After``; ``400 invalid_payload`` is dead-lettered;
 403/404/410 (revoked token, channel gone) pause the sink; 5xx and timeouts are retried.
 """
@@ -17,6 +18,7 @@ import aiohttp
 import msgspec
 
 from notifier import __version__
+from notifier.events import STREAM_EVENT_TYPES
 from notifier.http import parse_retry_after
 from notifier.sinks.base import Batching, Delivered, Failed, Outcome, Retry
 from notifier.sinks.http import classify, transport_failure
@@ -76,7 +78,7 @@ class SlackSink:
     async def deliver(self, events: Sequence[Event]) -> Outcome:
         """One message for the group, paced to one a second per URL."""
         first = events[0]
-        message = build_message(first.cluster, first.stream_key, [e.payload() for e in events])
+        message = build_message(first.cluster, _stream_key(first), [e.payload() for e in events])
         body = msgspec.json.encode(message)
         async with self._pacer.lock:
             wait = self._pacer.next_at - self._clock()
@@ -124,4 +126,11 @@ class SlackSink:
 
 
 def _group(event: Event) -> Hashable:
-    return (event.cluster, event.stream_key)
+    return (event.cluster, _stream_key(event))
+
+
+def _stream_key(event: Event) -> str | None:
+    """The stream a message is about: the viewer's streamKey, or a stream event's subject."""
+    if event.stream_key is None and event.type in STREAM_EVENT_TYPES:
+        return event.subject
+    return event.stream_key
