@@ -42,14 +42,16 @@ bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, m
 	$(BIN)/python -m bench.cycle
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.streams
+	$(BIN)/python -m bench.latency
 
-bench-quick: $(STAMP)  ## every benchmark once, small (about 40 s): fails only if one breaks
+bench-quick: $(STAMP)  ## every benchmark once, small (about a minute): fails only if one breaks
 	$(BIN)/python -m bench.poll --viewers 5000 --page-sizes 1000 --runs 1
 	$(BIN)/python -m bench.detect --viewers 5000 --sizes 2000,5000 --changes 100 --runs 1
 	$(BIN)/python -m bench.deliver --events 2000 --viewers 200 --runs 1
 	$(BIN)/python -m bench.cycle --viewers 5000 --runs 1
 	$(BIN)/python -m bench.memory --viewers 2000,10000 --polls 2
 	$(BIN)/python -m bench.streams --viewers 5000 --streams 50 --runs 1
+	$(BIN)/python -m bench.latency --duration 10
 
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
