@@ -333,8 +333,11 @@ class Simulator:
             await task
 
     async def _tick_forever(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(interval)  # pacing the virtual clock, not synchronisation
+            due += interval  # on a fixed grid: a slow step does not put the clock behind
+            await asyncio.sleep(max(0.0, due - loop.time()))  # pacing, not synchronisation
             changes = self.population.step()
             self._publish(changes)
             log.debug(
