@@ -25,9 +25,10 @@ Rows 1-3 follow ``Poller.apply`` without the batch lookup of absent viewers (an 
 After one warm-up pass each, the rows are timed in interleaved rounds (the order rotates each
 round); ``gc.collect()`` and ``CONFIG RESETSTAT`` run before each pass, outside the clock.
 
-How to read the report: *detect* and *encode* are Python time on the poller. *Redis call* is the
-await of the one Redis call (the commit script, the load script, HGETALL): it includes redis-py
-packing the arguments, the transfer and the reply. *Redis blocked* is the server's own time for
+How to read the report: *detect* is Python time on the poller. The events are encoded by the
+commit itself, a chunk at a time while Redis applies the chunk before (as the poller does it), so
+*encode* is only the setting up (about 0) and *Redis call* is the whole commit: encoding, redis-py
+packing the arguments, the transfer and the replies (for a load or HGETALL, that one call). *Redis blocked* is the server's own time for
 that command (``INFO commandstats`` usec): how long every other client of that Redis waits.
 Question (a): rows 2 and 3 at the smallest and the largest size; Redis blocked should barely move
 while detect grows with the audience. Question (b): detection's share of a poll cycle is
@@ -65,7 +66,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from bench.poll import BenchError, cluster_settings, load, machine, simulator
 from notifier.config import DetectionSettings, StreamSettings
-from notifier.detect.encoding import encode_poll
+from notifier.detect.encoding import PollEvents, encode_poll
 from notifier.detect.rules import detect
 from notifier.detect.store import CommitOutcome, Snapshot, StateStore
 from notifier.keys import ClusterKeys
@@ -288,7 +289,7 @@ class Size:
             snapshot.tracked, seen, confirmed={}, polled_at=polled_at, settings=self._settings
         )
         detected = time.perf_counter()
-        events = encode_poll(
+        events = PollEvents(  # encoded by the commit, chunk by chunk, as the poller does it
             detection.emissions,
             cluster=cluster.keys.cluster,
             epoch=snapshot.epoch,

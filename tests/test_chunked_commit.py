@@ -12,6 +12,7 @@ from redis.asyncio import RedisCluster
 from notifier.config import DetectionSettings
 from notifier.detect.encoding import encode_poll
 from notifier.detect.rules import detect
+from notifier.detect.scripts import COMMIT
 from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot, StateStore, _plan
 from notifier.errors import StateError
 from notifier.keys import ClusterKeys
@@ -64,18 +65,27 @@ async def stream(redis: AnyRedis) -> list[dict[str, Any]]:
     return [json.loads(fields[b"event"]) for _, fields in entries]
 
 
+async def until_applied(redis: AnyRedis, chunk: int) -> None:
+    """Wait until Redis has applied chunk ``chunk`` of the commit under way (it is in flight:
+    each read lets Redis take the next command)."""
+    while True:
+        value = await redis.hget(KEYS.meta, "commit")
+        commit = value.decode() if isinstance(value, bytes) else ""
+        if ":" in commit and int(commit.rsplit(":", 1)[1].split("/")[0]) >= chunk:
+            return
+
+
 class DiesAfter(StateStore):
-    """A store whose process dies (raises) once ``chunks`` chunks have been sent."""
+    """A store whose process dies (raises) once ``chunks`` chunks have been applied."""
 
-    def __init__(self, *args: Any, chunks: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.left = chunks
+    def __init__(self, redis: AnyRedis, *args: Any, chunks: int, **kwargs: Any) -> None:
+        super().__init__(redis, *args, **kwargs)
+        self.redis, self.chunks = redis, chunks
 
-    async def _send_chunk(self, keys: list[str], args: list[Any]) -> Any:
-        if self.left == 0:
+    async def _before_chunk(self, number: int, *_: Any) -> None:
+        if number == self.chunks + 1:
+            await until_applied(self.redis, self.chunks)
             raise ConnectionError("killed")
-        self.left -= 1
-        return await super()._send_chunk(keys, args)
 
 
 def assert_exactly_once(got: list[dict[str, Any]], viewers: int) -> None:
@@ -165,14 +175,11 @@ async def test_a_fenced_poller_stops_and_the_new_leader_carries_on_from_its_chun
     emits what the refused chunks held, nothing twice."""
 
     class LosesLease(StateStore):
-        sent = 0
-
-        async def _send_chunk(self, keys: list[str], args: list[Any]) -> Any:
-            self.sent += 1
-            if self.sent == 11:
+        async def _before_chunk(self, number: int, *_: Any) -> None:
+            if number == 11:
+                await until_applied(redis, 10)
                 await redis.delete(KEYS.lease)
                 await leader(redis, "other")
-            return await super()._send_chunk(keys, args)
 
     lease = await leader(redis)
     store = LosesLease(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
@@ -191,27 +198,27 @@ async def test_a_fenced_poller_stops_and_the_new_leader_carries_on_from_its_chun
 
 
 async def test_a_chunk_sent_twice_writes_once(redis: Redis) -> None:
-    """A client that re-sends a chunk after a lost reply is answered "ok" and writes nothing
-    twice; a chunk sent after a later one is stale."""
+    """A client that re-sends the last chunk after a lost reply is answered "ok" and writes
+    nothing twice; any earlier chunk sent again is stale."""
 
-    class Resends(StateStore):
-        sent: ClassVar[list[list[Any]]] = []
+    class Records(StateStore):
+        sent: ClassVar[list[tuple[list[str], list[Any]]]] = []
 
-        async def _send_chunk(self, keys: list[str], args: list[Any]) -> Any:
-            reply = await super()._send_chunk(keys, args)
-            assert await super()._send_chunk(keys, args) == reply  # re-sent: the same answer
-            if self.sent:
-                status, _ = await super()._send_chunk(keys, self.sent[-1])
-                assert status == b"stale"
-            self.sent.append(args)
-            return reply
+        async def _before_chunk(self, _: int, keys: list[str], args: list[Any]) -> None:
+            self.sent.append((keys, args))
 
     lease = await leader(redis)
-    store = Resends(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    store = Records(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
     snapshot = await store.load()
     detection, events = poll(snapshot, range(1000))
-    outcome, _ = await store.commit(snapshot, detection, events, lease=lease, polled_at=1000)
+    outcome, generation = await store.commit(
+        snapshot, detection, events, lease=lease, polled_at=1000
+    )
     assert outcome is CommitOutcome.COMMITTED
+    sha = await redis.script_load(COMMIT)
+    replies = [await redis.evalsha(sha, len(k), *k, *a) for k, a in Records.sent]
+    assert replies[-1] == [b"ok", generation]
+    assert {status for status, _ in replies[:-1]} == {b"stale"}
     assert [e["id"] for e in await stream(redis)] == [e.id for e in events]
 
 

@@ -190,18 +190,16 @@ async def test_restarts_emit_no_stream_event_twice(redis_url: str, redis: Redis)
 
 
 class DiesAfter(StateStore):
-    """A store whose process dies after sending ``chunks`` chunks (then heals)."""
+    """A store whose process dies before sending chunk ``chunks`` + 1, once (then heals)."""
 
     def __init__(self, *args: Any, chunks: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.left = chunks
+        self.chunks = chunks
 
-    async def _send_chunk(self, keys: list[str], args: list[Any]) -> Any:
-        if self.left == 0:
-            self.left = -1
+    async def _before_chunk(self, number: int, *_: Any) -> None:
+        if number == self.chunks + 1:
+            self.chunks = -1
             raise ConnectionError("killed")
-        self.left -= 1
-        return await super()._send_chunk(keys, args)
 
 
 async def test_a_stop_before_the_last_chunk_is_reconciled_from_the_viewers(
