@@ -6,14 +6,31 @@ live in one slot and one script can touch them atomically.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
-__all__ = ["ClusterKeys", "sink_group"]
+__all__ = ["ClusterKeys", "sink_group", "slack_pace"]
 
 
 def sink_group(sink: str) -> str:
     """The consumer group a sink reads every cluster stream through."""
     return f"sink:{sink}"
+
+
+def slack_pace(prefix: str, channel: str) -> str:
+    """String: when the next ``chat.postMessage`` to a Slack channel may go (ms, Redis time).
+
+    Shared by every process, sink and cluster posting to the channel, so it is not a cluster
+    key; a single-key script reads and writes it (``sinks.slack.pacer``).
+    """
+    return f"{prefix}:slackpace:{channel}"
+
+
+def _stream_digest(application_id: str | None, stream_key: str) -> str:
+    """A short fixed-length name for a stream (its key is any text the API returned)."""
+    raw = json.dumps([application_id, stream_key], ensure_ascii=False).encode()
+    return hashlib.sha256(raw).hexdigest()[:24]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +65,21 @@ class ClusterKeys:
     def sink_fence(self, sink: str) -> str:
         """Counter: fencing tokens of the sink lease."""
         return f"{self.base}:sinkfence:{sink}"
+
+    def slack_incident(self, sink: str, application_id: str | None, stream_key: str) -> str:
+        """String: a Slack app sink's record of a stream's latest incident message (JSON: the
+        incident's id, the message ``ts``, its figures); expires a while after it is resolved."""
+        return f"{self.base}:slack:{sink}:incident:{_stream_digest(application_id, stream_key)}"
+
+    def slack_audience(self, sink: str, application_id: str | None, stream_key: str) -> str:
+        """String: a Slack app sink's record of a stream's audience message (JSON: the message
+        ``ts``, its start, crossings and end); expires a while after the audience ended."""
+        return f"{self.base}:slack:{sink}:audience:{_stream_digest(application_id, stream_key)}"
+
+    def slack_told(self, sink: str) -> str:
+        """Sorted set: ids of the events a Slack app sink has put in a message (channel or
+        thread), scored by when (ms); a redelivered batch skips them. Trimmed by age."""
+        return f"{self.base}:slack:{sink}:told"
 
     @property
     def viewers(self) -> str:

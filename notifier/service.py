@@ -25,6 +25,7 @@ from notifier.lease import Lease, new_owner_id
 from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, connect_redis, redis_reason
 from notifier.server.endpoint import Endpoint
+from notifier.sinks.base import SinkContext
 from notifier.sinks.control import SinkControl
 from notifier.sinks.registry import create_sink
 from notifier.sinks.stream import SinkStream
@@ -196,8 +197,9 @@ class Service:
         self, stack: AsyncExitStack, redis: AnyRedis, stop: asyncio.Event
     ) -> list[asyncio.Task[None]]:
         settings, tasks = self.settings, []
+        context = SinkContext(redis, settings.redis.key_prefix)
         for sink_settings in settings.sinks:
-            sink = self._sink_objects.get(sink_settings.name) or create_sink(sink_settings)
+            sink = self._sink_objects.get(sink_settings.name) or create_sink(sink_settings, context)
             stack.push_async_callback(sink.aclose)
             control = self.sinks[sink_settings.name] = SinkControl(sink_settings.name)
             needs = sink_settings.delivery_needs()

@@ -101,7 +101,12 @@ def test_format_duration_round_trips() -> None:
 
 def test_example_config_is_valid_and_documents_every_key() -> None:
     """config/notifier.example.yaml loads, and names every key of every settings model."""
-    env = {"STORM_TOKEN": "t", "WEBHOOK_SECRET": SECRET, "SLACK_WEBHOOK_URL": "https://h/x"}
+    env = {
+        "STORM_TOKEN": "t",
+        "WEBHOOK_SECRET": SECRET,
+        "SLACK_WEBHOOK_URL": "https://h/x",
+        "SLACK_BOT_TOKEN": "xoxb-1-2-abc",
+    }
     path = ROOT / "config" / "notifier.example.yaml"
     settings = load_settings(path, env)
     assert {s.type for s in settings.sinks} == {"webhook", "slack", "stdout"}

@@ -16,13 +16,17 @@ import pytest
 
 from testkit.receivers import Reply, WebhookReceiver
 from testkit.sink_support import KEYS, by_viewer, create_group, make_events, pending, publish
+from testkit.slack_api import CHANNEL, FakeSlackApi
+from testkit.stories import Story
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from testkit.redis_procs import RedisServer
+    from testkit.slack_api import SlackMessage
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SLACK_TOKEN = "xoxb-1111-2222-s3cr3tT0kenValue"
 PLUGIN = Path(__file__).parent / "plugin"
 
 
@@ -136,6 +140,60 @@ async def test_a_sink_worker_killed_mid_delivery_loses_nothing(
     assert by_viewer(got) == by_viewer(events)
     assert await pending(redis, "hooks") == 0
     assert "service.stopped" in (tmp_path / "run.log").read_text()
+
+
+def resolved(message: SlackMessage) -> bool:
+    header: str = message.blocks[0]["text"]["text"]
+    return header.startswith("✅ Resolved")
+
+
+def told(slack: FakeSlackApi, ts: str) -> str:
+    return " ".join(text for reply in slack.replies(ts) for text in reply.texts)
+
+
+def slack_app_sink(api_url: str) -> str:
+    return (
+        "  - name: incidents\n    type: slack\n"
+        f"    token: {SLACK_TOKEN}\n    channel: {CHANNEL}\n    api_url: '{api_url}'\n"
+        "    group_wait: 200ms\n    timeout: 2s\n    retry: {schedule: [0s, 100ms, 200ms]}\n"
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_a_slack_app_worker_killed_mid_incident_keeps_editing_its_one_message(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    """SIGKILL while an incident is open (just after a reply in its thread): the restarted
+    worker replies in the same thread and resolves the same message; no second one is posted."""
+    story = Story()
+    async with FakeSlackApi(token=SLACK_TOKEN) as slack:
+        config = write_config(tmp_path, redis_server.url, slack_app_sink(slack.url))
+        await create_group(redis, "incidents")
+        first = [story.drop("v_1", "live-1"), story.degraded("live-1"), story.drop("v_2", "live-1")]
+        await publish(redis, first)
+        worker = await start_sinks(config, tmp_path / "run.log")
+        try:
+            await slack.wait_until(
+                lambda s: any(s.replies(m.ts) for m in s.top_level()), timeout=60
+            )
+            worker.kill()  # mid-delivery, maybe: the acknowledgements may not be written yet
+            await worker.wait()
+            (incident,) = slack.top_level()
+            rest = [story.drop("v_3", "live-1"), story.recover("v_1", "live-1")]
+            await publish(redis, [*rest, story.recovered("live-1")])
+            worker = await start_sinks(config, tmp_path / "run.log")
+            await slack.wait_until(lambda _: resolved(incident), timeout=90)
+            await slack.wait_until(lambda s: "v_3" in told(s, incident.ts), timeout=30)
+            assert await stop(worker) == 0  # graceful: what was delivered is acknowledged
+        finally:
+            await reap(worker)
+    assert [m.ts for m in slack.top_level()] == [incident.ts]
+    thread = told(slack, incident.ts)
+    for viewer in ("v_1", "v_2", "v_3"):
+        assert viewer in thread
+    assert "live-1 recovered" in thread
+    assert SLACK_TOKEN not in (tmp_path / "run.log").read_text()
+    assert await pending(redis, "incidents") == 0
 
 
 @pytest.mark.timeout(120)

@@ -112,3 +112,63 @@ def test_the_live_view_shows_stream_events_within_80x24() -> None:
                   "■ ended degraded", "after 2 h 5 min, peak 1,204", "live streams",
                   "stream degraded", "● joined"):  # fmt: skip
         assert shown in text, shown
+
+
+@pytest.mark.timeout(120)
+async def test_demo_with_slack_posts_an_incident_message_to_its_local_slack() -> None:
+    """--slack: a Slack app sink posts to the local stand-in; the scripted incident on stream
+    123 gives an incident message, edited (figures, then resolved), with thread replies."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "notifier", "demo", "--slack", "--duration", "45s",
+        "--viewers", "150",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 110)
+    assert process.returncode == 0, err.decode()
+    last = err.decode().splitlines()[-1]
+    match = re.match(r"slack: (\d+) messages \((\d+) incidents, (\d+) edited\), (\d+) thread", last)
+    assert match is not None, last
+    messages, incidents, edited, replies = (int(n) for n in match.groups())
+    assert incidents >= 1
+    assert edited >= 1
+    assert replies >= 1
+    assert messages >= incidents
+
+
+def test_the_live_view_shows_the_slack_channel_as_slack_would_within_80x24() -> None:
+    """With --slack the feed is the channel's incident message: header, figures, the thread's
+    figures and its replies; a long breakdown table is cut first; it fits 80x24."""
+    import msgspec  # noqa: PLC0415
+
+    from notifier.commands.demo_slack import LocalSlack, _Message  # noqa: PLC0415
+    from notifier.sinks.slack.book import IncidentRecord, compact  # noqa: PLC0415
+    from notifier.sinks.slack.incidents import incident_message  # noqa: PLC0415
+    from testkit.stories import Story  # noqa: PLC0415
+
+    story = Story()
+    opened = compact(msgspec.json.decode(story.degraded("live-1")["body"]))
+    record = IncidentRecord(incident="i", opened=opened, ts="1.1", dropped=12, recovered=5)
+    message = incident_message("demo", record)
+    slack = LocalSlack()
+    slack.messages["1.1"] = _Message("1.1", None, message["text"], message["blocks"], 2, ["2.2"])
+    console = Console(width=80, height=24, record=True, color_system=None)
+    view = _View(console, live=True, slack=slack)
+    service = cast("Service", SimpleNamespace(pollers=[], sinks={}))
+    receiver = cast("_Receiver", SimpleNamespace(verified=0, rejected=0))
+    console.print(view.render(service, receiver, "http://127.0.0.1:41234"))
+    screen = console.export_text().splitlines()
+    assert len(screen) <= 24
+    assert max(len(line) for line in screen) <= 80
+    text = "\n".join(screen)
+    shown = (
+        "#incidents on a local Slack · 1 message",
+        "🚨 Incident · live-1 · demo",
+        "live-1 degraded: 30% of 100 viewers dropped (30)",
+        "In the thread: 12 viewers dropped · 5 recovered",
+        "💬 1 reply · edited 2x",
+    )
+    for said in shown:
+        assert said in text, said

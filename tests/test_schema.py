@@ -30,6 +30,7 @@ ENV = {
     "STORM_TOKEN": "tok-123",
     "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXX",
+    "SLACK_BOT_TOKEN": "xoxb-1-2-abc",
 }
 
 Document = dict[str, Any]

@@ -1,4 +1,5 @@
-"""``notifier check-config``: validate, print a masked summary, reach every dependency."""
+"""``notifier check-config``: validate, print a masked summary, reach every dependency: each
+Storm cluster, Redis, and the Slack Web API for each Slack app sink's token (``auth.test``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import yaml
 from notifier.commands._common import load
 from notifier.errors import NotifierError, StormError
 from notifier.redis_client import REDIS_ERRORS, connect_redis, redis_reason
+from notifier.sinks.slack import SlackSinkSettings
+from notifier.sinks.slack.answers import outcome
+from notifier.sinks.slack.webapi import SlackWebApi
 from notifier.storm import StormClient, create_session
 
 if TYPE_CHECKING:
@@ -41,6 +45,11 @@ async def check_config(settings: Settings, out: TextIO, *, offline: bool = False
         return 0
     checks = [_check_cluster(cluster) for cluster in settings.clusters]
     checks.append(_check_redis(settings.redis))
+    checks += [
+        _check_slack(sink)
+        for sink in settings.sinks
+        if isinstance(sink, SlackSinkSettings) and sink.token is not None
+    ]
     results = await asyncio.gather(*checks)
     out.write("# dependencies\n")
     for line, _ in results:
@@ -81,6 +90,19 @@ async def _check_redis(settings: RedisSettings) -> tuple[str, bool]:
         await client.aclose()
     version = _redis_version(info)
     return f"redis {where}: ok (redis {version})", True
+
+
+async def _check_slack(sink: SlackSinkSettings) -> tuple[str, bool]:
+    """A Slack app sink's token, by ``auth.test`` (its channel is first seen when it posts)."""
+    assert sink.token is not None  # noqa: S101 - app-mode sinks only
+    api = SlackWebApi(sink.token, sink.api_url, timeout=min(sink.timeout, CHECK_TIMEOUT))
+    try:
+        answer = await api.identity()
+    finally:
+        await api.aclose()
+    if not answer.ok:
+        return f"slack {sink.name}: FAILED: {getattr(outcome(answer), 'reason', '')}", False
+    return f"slack {sink.name}: ok (the bot {answer.who or 'is known'})", True
 
 
 def _redis_version(info: Any) -> str:

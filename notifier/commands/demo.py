@@ -4,6 +4,8 @@ A simulated Storm cluster (``notifier simulate``, in-process), an embedded Redis
 the poller, a live view fed through a sink, and a webhook sink delivering to a local receiver
 that checks every Standard Webhooks signature. A terminal shows the events and counters as
 they happen; without a terminal, one line an event. ``--duration`` stops it by itself.
+``--slack`` adds a Slack app sink posting to a local stand-in of Slack (``demo_slack``) and a
+scripted incident on stream ``123``: the live view then shows the channel as Slack would.
 """
 
 from __future__ import annotations
@@ -27,13 +29,20 @@ from rich.table import Table
 from rich.text import Text
 
 from notifier.commands._common import duration, run_until_signal
+from notifier.commands.demo_slack import LocalSlack, channel_view, sink_settings, summary
 from notifier.config import Settings
 from notifier.durations import spoken_duration
 from notifier.errors import ConfigError
 from notifier.events import STREAM_EVENT_TYPES, VIEWER_EVENT_TYPES
 from notifier.logs import configure_logging
 from notifier.service import Service
-from notifier.simulator import Faults, PopulationSettings, SimulatorSettings, running_simulator
+from notifier.simulator import (
+    Faults,
+    Incident,
+    PopulationSettings,
+    SimulatorSettings,
+    running_simulator,
+)
 from notifier.sinks.base import Batching, Delivered, Outcome
 from notifier.sinks.stdout import StdoutSink, StdoutSinkSettings
 from notifier.sinks.webhook.config import signing_key
@@ -140,9 +149,10 @@ class _View:
     """What the terminal shows: counters (viewers, streams, webhooks) and the latest events,
     the latest stream events first (a first poll's thousand joins would push them out)."""
 
-    def __init__(self, console: Console, *, live: bool) -> None:
+    def __init__(self, console: Console, *, live: bool, slack: LocalSlack | None = None) -> None:
         self.console = console
         self.live = live
+        self.slack = slack  # shown instead of the feed
         self.recent: deque[dict[str, Any]] = deque(maxlen=FEED)
         self.streams: deque[dict[str, Any]] = deque(maxlen=PINNED)
         self.counts: Counter[str] = Counter()
@@ -197,7 +207,8 @@ class _View:
             )
         elapsed = time.monotonic() - self.started
         title = f"storm-notifier demo · {sim_url} · embedded Redis · {elapsed:.0f}s"
-        return Panel(Group(stats, events), title=title, subtitle="Ctrl-C stops")
+        feed = channel_view(self.slack, lines=FEED) if self.slack else events
+        return Panel(Group(stats, feed), title=title, subtitle="Ctrl-C stops")
 
 
 def _icon(event: dict[str, Any]) -> Text:
@@ -262,7 +273,10 @@ def _health(event: dict[str, Any]) -> str:
     return now
 
 
-def _settings(sim_url: str, receiver_url: str, secret: str) -> Settings:
+def _settings(
+    sim_url: str, receiver_url: str, secret: str, slack: LocalSlack | None = None
+) -> Settings:
+    extra = [sink_settings(slack)] if slack else []
     return Settings.model_validate(
         {
             "clusters": [
@@ -284,6 +298,7 @@ def _settings(sim_url: str, receiver_url: str, secret: str) -> Settings:
                     "secret": secret,
                     "retry": {"schedule": ["0s", "1s", "2s", "5s"]},
                 },
+                *extra,
             ],
             "logging": {"format": "console", "level": "warning"},
         }
@@ -297,6 +312,7 @@ async def run_demo(
     seed: int,
     stop: asyncio.Event,
     console: Console | None = None,
+    slack: bool = False,
 ) -> int:
     """Run the demo until ``stop`` is set or ``duration`` seconds have passed."""
     import fakeredis  # noqa: PLC0415 - only the demo needs an embedded Redis
@@ -305,20 +321,29 @@ async def run_demo(
     live = console.is_terminal and not os.environ.get("CI")
     status_console = console if live else Console(stderr=True, soft_wrap=True)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    incidents = (Incident("123", 8_000, 30_000, 0.6),) if slack else ()
     population = PopulationSettings(
-        seed=seed, viewers=viewers, join_rate=0.03, leave_rate=0.03, health_change_rate=0.08
+        seed=seed,
+        viewers=viewers,
+        join_rate=0.03,
+        leave_rate=0.03,
+        health_change_rate=0.08,
+        incidents=incidents,
     )
     simulator = SimulatorSettings(population=population, static_tokens=(TOKEN,), tick=1.0)
     faults = Faults(
         seed=seed, max_rows_per_page=50, error_rate=0.02, rate_limit_rate=0.01, retry_after=1
     )
-    view = _View(console, live=live)
+    local_slack = LocalSlack() if slack else None
+    view = _View(console, live=live, slack=local_slack)
     receiver = _Receiver(SecretStr(secret))
     redis = fakeredis.FakeAsyncRedis()
     await receiver.start()
+    if local_slack is not None:
+        await local_slack.start()
     try:
         async with running_simulator(simulator, faults) as sim:
-            settings = _settings(sim.url, receiver.url, secret)
+            settings = _settings(sim.url, receiver.url, secret, local_slack)
             stdout = None if live else StdoutSink(StdoutSinkSettings(name="live"))
             service = Service(
                 settings, redis=redis, sinks={"live": _ViewSink(view, stdout)}, endpoint=False
@@ -352,9 +377,13 @@ async def run_demo(
             + f"; {receiver.verified} webhooks verified, {receiver.rejected} rejected",
             highlight=False,
         )
+        if local_slack is not None:
+            status_console.print(summary(local_slack), highlight=False)
         return status
     finally:
         await receiver.aclose()
+        if local_slack is not None:
+            await local_slack.aclose()
         await redis.aclose()
 
 
@@ -379,6 +408,11 @@ def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None
     )
     parser.add_argument("--viewers", type=int, default=300, help="simulated audience (default 300)")
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    parser.add_argument(
+        "--slack",
+        action="store_true",
+        help="a Slack app sink on a local stand-in of Slack, and an incident to show",
+    )
     parser.set_defaults(handler=main)
 
 
@@ -389,6 +423,10 @@ def main(args: argparse.Namespace) -> int:
     configure_logging(fmt="console", level="error")
     return run_until_signal(
         lambda stop: run_demo(
-            duration=args.duration, viewers=args.viewers, seed=args.seed, stop=stop
+            duration=args.duration,
+            viewers=args.viewers,
+            seed=args.seed,
+            stop=stop,
+            slack=args.slack,
         )
     )

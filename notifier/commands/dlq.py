@@ -24,6 +24,7 @@ from notifier.errors import NotifierError
 from notifier.events import UnreadableEvent
 from notifier.keys import ClusterKeys
 from notifier.redis_client import connect_redis
+from notifier.sinks.base import SinkContext
 from notifier.sinks.dead_letters import DeadLetters
 from notifier.sinks.redeliver import Progress, redeliver
 from notifier.sinks.registry import create_sink
@@ -131,7 +132,7 @@ async def dlq_redrive(
     """Deliver dead letters again; the ones delivered leave the dead-letter stream."""
     chosen = sink_settings(settings, sink_name)
     redis = connect_redis(settings.redis)
-    sink = create_sink(chosen)
+    sink = create_sink(chosen, SinkContext(redis, settings.redis.key_prefix))
     try:
         stores = {
             n: _letters(settings, redis, sink_name, n) for n in cluster_names(settings, cluster)

@@ -17,6 +17,7 @@ from notifier.errors import NotifierError
 from notifier.events import UnreadableEvent, decode_event
 from notifier.keys import ClusterKeys
 from notifier.redis_client import connect_redis
+from notifier.sinks.base import SinkContext
 from notifier.sinks.dead_letters import DeadLetters
 from notifier.sinks.filter import matches
 from notifier.sinks.redeliver import Progress, redeliver
@@ -76,7 +77,7 @@ async def replay(
     chosen = sink_settings(settings, sink_name)
     names = cluster_names(settings, cluster)
     redis = connect_redis(settings.redis)
-    sink = create_sink(chosen)
+    sink = create_sink(chosen, SinkContext(redis, settings.redis.key_prefix))
     prefix, maxlen = settings.redis.key_prefix, settings.streams.maxlen
     letters = {
         name: DeadLetters(redis, ClusterKeys(prefix, name), sink_name, maxlen=maxlen)

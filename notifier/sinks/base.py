@@ -10,6 +10,14 @@ turn events into one request, say what the answer means.
                                with counted=False (rate limits) no attempt is used up
     Failed(reason)             permanent: dead-letter it
     Failed(reason, pause=True) the endpoint is gone: pause the sink, the event waits
+
+A sink type is a ``SinkFactory``: its settings model and ``create(settings, context)``. The
+``SinkContext`` is what whoever runs the sink (``notifier run``, ``replay``, ``dlq redrive``)
+hands it besides its settings: the Redis client and the key names, for a sink that keeps
+state of its own that must outlive a process (Slack app mode keeps the ``ts`` of its messages
+there, so that a restart or a replica edits the same message). ``SinkType`` makes a factory of
+a constructor that takes the settings only, ``StatefulSinkType`` of one that takes the context
+too. A plugin factory written as ``create(settings)`` still loads (``registry`` adapts it).
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from notifier.events import Event
+from notifier.keys import ClusterKeys
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Sequence
 
+    from notifier.redis_client import AnyRedis
     from notifier.sinks.settings import SinkBaseSettings
 
 __all__ = [
@@ -32,8 +42,10 @@ __all__ = [
     "Outcome",
     "Retry",
     "Sink",
+    "SinkContext",
     "SinkFactory",
     "SinkType",
+    "StatefulSinkType",
 ]
 
 
@@ -101,6 +113,21 @@ class Sink(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """What a sink is given besides its settings: the shared Redis and its key names.
+
+    A sink serves every cluster, so it builds the keys of an event's cluster with ``keys``.
+    """
+
+    redis: AnyRedis
+    key_prefix: str
+
+    def keys(self, cluster: str) -> ClusterKeys:
+        """The keys of one Storm cluster (``notifier.keys``)."""
+        return ClusterKeys(self.key_prefix, cluster)
+
+
 class SinkFactory(Protocol):
     """What a sink type provides, built in or a plugin: its settings model and a constructor."""
 
@@ -109,7 +136,7 @@ class SinkFactory(Protocol):
         """The pydantic model of the sink's settings (with a ``type`` field)."""
         ...
 
-    def create(self, settings: Any) -> Sink:
+    def create(self, settings: Any, context: SinkContext) -> Sink:
         """A sink for validated ``settings`` (an instance of ``settings_model``)."""
         ...
 
@@ -124,6 +151,18 @@ class SinkType(Generic[S]):
     settings_model: type[S]
     constructor: Callable[[S], Sink]
 
-    def create(self, settings: Any) -> Sink:
-        """A sink for validated ``settings``."""
+    def create(self, settings: Any, context: SinkContext) -> Sink:  # noqa: ARG002 - unused
+        """A sink for validated ``settings``; it keeps no state, so needs no context."""
         return self.constructor(settings)
+
+
+@dataclass(frozen=True, slots=True)
+class StatefulSinkType(Generic[S]):
+    """A ``SinkFactory`` whose constructor takes the settings and the ``SinkContext``."""
+
+    settings_model: type[S]
+    constructor: Callable[[S, SinkContext], Sink]
+
+    def create(self, settings: Any, context: SinkContext) -> Sink:
+        """A sink for validated ``settings``, keeping its state through ``context``."""
+        return self.constructor(settings, context)

@@ -2,20 +2,24 @@
 
 Every sink type, built in or not, is a factory of the same shape (``notifier.sinks.base.
 SinkFactory``): ``settings_model`` (a subclass of ``SinkBaseSettings`` with a ``type``) and
-``create(settings) -> Sink``. A third-party package registers its factory in the entry-point
-group ``notifier.sinks``::
+``create(settings, context) -> Sink``. A third-party package registers its factory in the
+entry-point group ``notifier.sinks``::
 
     [project.entry-points."notifier.sinks"]
     pager = "my_package.sink:factory"
 
-Entry points are looked up only when a configuration names a type that is not built in.
+Entry points are looked up only when a configuration names a type that is not built in. A
+plugin written before sinks were handed a ``SinkContext`` has ``create(settings)``: it is
+adapted here, once, when it loads (``_with_context``), so it keeps working unchanged.
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -25,7 +29,7 @@ from notifier.sinks import slack, stdout, webhook
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from notifier.sinks.base import Sink, SinkFactory
+    from notifier.sinks.base import Sink, SinkContext, SinkFactory
     from notifier.sinks.settings import SinkBaseSettings
 
 __all__ = ["BUILTIN_SINKS", "ENTRY_POINT_GROUP", "create_sink", "factory_for", "validate_plugin"]
@@ -59,7 +63,35 @@ def factory_for(kind: str) -> SinkFactory:
         factory: SinkFactory = entry.load()
     except Exception as exc:  # noqa: BLE001 - a broken plugin is a configuration problem
         raise ConfigError(f"sink type {kind!r}: cannot load {entry.value}: {exc}") from None
-    return factory
+    return _with_context(factory)
+
+
+@dataclass(frozen=True, slots=True)
+class _SettingsOnly:
+    """A plugin factory of the first interface, ``create(settings)``, as a ``SinkFactory``."""
+
+    factory: Any
+
+    @property
+    def settings_model(self) -> type[SinkBaseSettings]:
+        model: type[SinkBaseSettings] = self.factory.settings_model
+        return model
+
+    def create(self, settings: Any, context: SinkContext) -> Sink:  # noqa: ARG002 - unused
+        sink: Sink = self.factory.create(settings)
+        return sink
+
+
+def _with_context(factory: Any) -> SinkFactory:
+    """``factory`` itself if its ``create`` takes the context, else adapted (``_SettingsOnly``)."""
+    try:
+        parameters = inspect.signature(factory.create).parameters.values()
+    except (AttributeError, TypeError, ValueError):
+        return factory  # type: ignore[no-any-return]  # not inspectable: take it as it is
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return factory  # type: ignore[no-any-return]
+    return _SettingsOnly(factory)
 
 
 def validate_plugin(settings: SinkBaseSettings, where: str) -> SinkBaseSettings:
@@ -78,6 +110,6 @@ def validate_plugin(settings: SinkBaseSettings, where: str) -> SinkBaseSettings:
         raise ConfigError(f"{where}.{loc}: {first['msg']}") from None
 
 
-def create_sink(settings: SinkBaseSettings) -> Sink:
-    """The sink for validated settings (built-in or third-party)."""
-    return factory_for(settings.type).create(settings)
+def create_sink(settings: SinkBaseSettings, context: SinkContext) -> Sink:
+    """The sink for validated settings (built-in or third-party), with the runner's context."""
+    return factory_for(settings.type).create(settings, context)

@@ -1,4 +1,5 @@
-"""The ``slack`` sink: Block Kit digests to an incoming webhook, at most one a second.
+"""The ``slack`` sink with a ``webhook_url``: Block Kit digests to an incoming webhook, at most
+one a second (app mode, ``token`` + ``channel``, is ``app.SlackAppSink``).
 
 Events of one (cluster, streamKey) that become ready within ``group_wait`` make one message
 (``message.build_message`` keeps it inside Block Kit's limits by summarising): a stream event
@@ -18,14 +19,14 @@ import aiohttp
 import msgspec
 
 from notifier import __version__
-from notifier.events import STREAM_EVENT_TYPES
 from notifier.http import parse_retry_after
 from notifier.sinks.base import Batching, Delivered, Failed, Outcome, Retry
 from notifier.sinks.http import classify, transport_failure
 from notifier.sinks.slack.message import build_message
+from notifier.sinks.slack.routing import group_key, stream_key_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Sequence
+    from collections.abc import Callable, Sequence
 
     from notifier.sinks.base import Event
     from notifier.sinks.slack.config import SlackSinkSettings
@@ -62,6 +63,8 @@ class SlackSink:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if settings.webhook_url is None:
+            raise ValueError("an incoming-webhook Slack sink needs webhook_url")
         self.settings = settings
         self._url = settings.webhook_url.get_secret_value()
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
@@ -73,12 +76,12 @@ class SlackSink:
     @property
     def batching(self) -> Batching:
         """Group by (cluster, streamKey) for ``group_wait``."""
-        return Batching(size=GROUP_LIMIT, wait=self.settings.group_wait, key=_group)
+        return Batching(size=GROUP_LIMIT, wait=self.settings.group_wait, key=group_key)
 
     async def deliver(self, events: Sequence[Event]) -> Outcome:
         """One message for the group, paced to one a second per URL."""
         first = events[0]
-        message = build_message(first.cluster, _stream_key(first), [e.payload() for e in events])
+        message = build_message(first.cluster, stream_key_of(first), [e.payload() for e in events])
         body = msgspec.json.encode(message)
         async with self._pacer.lock:
             wait = self._pacer.next_at - self._clock()
@@ -123,14 +126,3 @@ class SlackSink:
         """Close the session if it is ours."""
         if self._own_session and not self._session.closed:
             await self._session.close()
-
-
-def _group(event: Event) -> Hashable:
-    return (event.cluster, _stream_key(event))
-
-
-def _stream_key(event: Event) -> str | None:
-    """The stream a message is about: the viewer's streamKey, or a stream event's subject."""
-    if event.stream_key is None and event.type in STREAM_EVENT_TYPES:
-        return event.subject
-    return event.stream_key
