@@ -28,8 +28,9 @@ round); ``gc.collect()`` and ``CONFIG RESETSTAT`` run before each pass, outside 
 How to read the report: *detect* is Python time on the poller. The events are encoded by the
 commit itself, a chunk at a time while Redis applies the chunk before (as the poller does it), so
 *encode* is only the setting up (about 0) and *Redis call* is the whole commit: encoding, redis-py
-packing the arguments, the transfer and the replies (for a load or HGETALL, that one call). *Redis blocked* is the server's own time for
-that command (``INFO commandstats`` usec): how long every other client of that Redis waits.
+packing the arguments, the transfer and the replies (for a load or HGETALL, that one call).
+*Redis blocked* is the server's own time for those commands (``INFO commandstats`` usec): how
+long every other client of that Redis waits.
 Question (a): rows 2 and 3 at the smallest and the largest size; Redis blocked should barely move
 while detect grows with the audience. Question (b): detection's share of a poll cycle is
 detect + encode + commit over that plus the median ``StormClient.poll()``. The memory table is the

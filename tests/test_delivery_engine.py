@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from notifier.events import Event
+from notifier.metrics import Metrics
 from notifier.sinks.base import Batching, Delivered, Failed, Outcome, Retry
 from notifier.sinks.control import SinkControl
 from notifier.sinks.delivery import DeliveryEngine
 from notifier.sinks.schedule import RetryPolicy, Schedule
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
+
+    from prometheus_client.metrics import MetricWrapperBase
 
     from notifier.sinks.schedule import Decision
 
@@ -153,3 +156,143 @@ async def test_a_pause_holds_everything_until_resumed() -> None:
     await asyncio.wait_for(task, 5)
     assert run.schedule.size == 0
     assert all(item.attempts == 0 for d in ledger.decisions for item in d.delivered)
+
+
+class GatedSink(ScriptedSink):
+    """Holds every call until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.started = 0
+
+    async def deliver(self, events: Sequence[Event]) -> Outcome:
+        self.started += 1
+        self.inflight += 1
+        self.most_inflight = max(self.most_inflight, self.inflight)
+        await self.gate.wait()
+        self.calls.append([e.id for e in events])
+        self.inflight -= 1
+        return Delivered()
+
+
+class EagerSink(ScriptedSink):
+    """Answers without ever waiting (like writing to a pipe)."""
+
+    async def deliver(self, events: Sequence[Event]) -> Outcome:
+        self.calls.append([e.id for e in events])
+        return Delivered()
+
+
+async def test_long_lived_lanes_keep_the_limit_and_stop_after_the_batch_in_hand() -> None:
+    """A cancelled run starts nothing new; the deliveries in flight finish and are recorded."""
+    sink, ledger = GatedSink(), MemoryLedger()
+    run = engine(sink, ledger, concurrency=3)
+    for n in range(20):
+        run.admit(event(n, f"v{n}"))
+    task = asyncio.create_task(run.run())
+    while sink.started < 3:
+        await asyncio.sleep(0)
+    for _ in range(20):  # turns of the loop: a fourth call would start now
+        await asyncio.sleep(0)
+    assert (sink.started, sink.most_inflight, run.busy) == (3, 3, True)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    sink.gate.set()
+    await run.drain()
+    assert sink.started == 3
+    assert len(ledger.decisions) == 3
+    assert run.schedule.size == 17
+    assert not run.busy
+
+
+async def test_an_idle_engine_picks_up_later_admissions_and_timers() -> None:
+    """Lanes waiting idle are handed what is admitted later, and retries when they fall due."""
+    answers: Iterator[Outcome] = iter([Retry("503"), Delivered(), Delivered()])
+    sink, ledger = ScriptedSink(lambda _: next(answers)), MemoryLedger()
+    policy = RetryPolicy(delays=(0.0, 0.05, 0.05), jitter=0.0)
+    run = engine(sink, ledger, concurrency=2, policy=policy)
+    task = asyncio.create_task(run.run())
+    await asyncio.sleep(0)
+    run.admit(event(1, "a"))
+    run.admit(event(2, "b"))
+    while len(sink.calls) < 3:  # e1 fails, e2 goes, e1 again after its delay
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await run.drain()
+    assert sorted(map(tuple, sink.calls)) == [("e1",), ("e1",), ("e2",)]
+    assert run.schedule.size == 0
+
+
+async def test_a_sink_that_never_waits_still_lets_the_loop_turn() -> None:
+    """Other tasks run while a long backlog goes through a sink that never suspends."""
+    sink, ledger = EagerSink(), MemoryLedger()
+    run = engine(sink, ledger, concurrency=2)
+    for n in range(600):
+        run.admit(event(n, f"v{n % 50}"))
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(ticker())
+    await run.run(until_idle=True)
+    other.cancel()
+    assert len(sink.calls) == 600
+    assert turns >= 600 // 32  # a turn at least every YIELD_EVERY batches of each lane
+
+
+async def test_metrics_and_waiters_see_every_delivery_although_reported_in_batches() -> None:
+    """Counters, the duration histogram and ``wait_until`` waiters all catch up by the end."""
+    metrics, control, ledger = Metrics(), SinkControl("t"), MemoryLedger()
+    sink = ScriptedSink()
+    schedule = Schedule(
+        sink.batching, RetryPolicy(delays=(0.0,), jitter=0.0), random.Random(1), capacity=1000
+    )
+    run = DeliveryEngine(sink, schedule, ledger, control, concurrency=4, metrics=metrics)
+    for n in range(101):
+        run.admit(event(n, f"v{n % 9}"))
+    waiter = asyncio.create_task(control.wait_until(lambda c: c.delivered == 101))
+    await run.run(until_idle=True)
+    await run.drain()
+    await asyncio.wait_for(waiter, 5)
+    assert _sample(metrics.deliveries, "_total", outcome="delivered") == 101
+    assert _sample(metrics.delivery_duration, "_count") == 101
+
+
+async def test_the_reader_waits_for_room_and_wakes_once_it_fits() -> None:
+    """``wanted`` is 0 while the schedule is full, and wakes the reader once a read fits."""
+    sink, ledger = GatedSink(), MemoryLedger()
+    schedule = Schedule(
+        sink.batching, RetryPolicy(delays=(0.0,), jitter=0.0), random.Random(1), capacity=10
+    )
+    run = DeliveryEngine(sink, schedule, ledger, SinkControl("t"), concurrency=10)
+    for n in range(10):
+        run.admit(event(n, f"v{n}"))
+    reader = asyncio.create_task(run.wanted(4))
+    task = asyncio.create_task(run.run())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not reader.done()  # full: nothing fits
+    sink.gate.set()
+    assert await asyncio.wait_for(reader, 5) >= 4
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await run.drain()
+
+
+def _sample(metric: MetricWrapperBase, suffix: str, **labels: str) -> float:
+    """The value of one sample of sink ``t``, read the way a scrape reads it."""
+    for family in metric.collect():
+        for sample in family.samples:
+            wanted = {"sink": "t", **labels}
+            if sample.name.endswith(suffix) and wanted.items() <= sample.labels.items():
+                return sample.value
+    return 0.0

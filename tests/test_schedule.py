@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -300,3 +301,19 @@ def test_a_later_event_never_goes_out_before_an_earlier_one_is_final(
             assert positions == list(range(positions[0], positions[0] + len(positions)))
             assert set(run.admitted[viewer][: positions[0]]) <= out.final
             assert not set(batch_ids) & out.final
+
+
+def test_held_events_are_invisible_to_the_garbage_collector() -> None:
+    """A full schedule adds nothing for the cyclic GC to walk: items and events are untracked."""
+    s = schedule()
+    item = s.admit(event(1, "a"), 0.0)
+    assert not gc.is_tracked(item)
+    assert not gc.is_tracked(item.event)
+
+
+def test_a_zero_delay_is_zero_whatever_the_jitter() -> None:
+    """The first attempt of the default schedule goes at once, with or without jitter."""
+    rng = random.Random(3)
+    assert RetryPolicy(delays=(0.0, 5.0), jitter=0.2).delay(0, None, rng) == 0.0
+    assert RetryPolicy(delays=(0.0, 5.0), jitter=0.2).delay(0, 2.5, rng) == 2.5
+    assert 4.0 <= RetryPolicy(delays=(0.0, 5.0), jitter=0.2).delay(1, None, rng) <= 6.0

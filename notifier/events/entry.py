@@ -48,9 +48,14 @@ class EncodedEvent:
         return {TYPE_FIELD: self.type.encode(), ID_FIELD: self.id.encode(), EVENT_FIELD: self.body}
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One entry of a cluster's event stream, with the fields sinks filter and group on."""
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One entry of a cluster's event stream, with the fields sinks filter and group on.
+
+    Frozen, compared and hashed by value. Its fields are text, numbers and bytes, so it can
+    never be part of a reference cycle: the garbage collector does not track it (``gc=False``).
+    A sink worker holds thousands of events at once; tracked, each collection would walk them
+    all and move them up the generations until full collections ran every few thousand events.
+    """
 
     cluster: str
     entry_id: str
@@ -97,14 +102,61 @@ class _Envelope(msgspec.Struct):
     data: _Data = msgspec.field(default_factory=_Data)
 
 
+class _TextViewer(msgspec.Struct):
+    """``_Viewer`` when every value is a string or missing: the usual case, read directly."""
+
+    streamKey: str | None = None  # noqa: N815 - the API's spelling
+    applicationId: str | None = None  # noqa: N815
+    harnessType: str | None = None  # noqa: N815
+    countryCode: str | None = None  # noqa: N815
+
+
+class _TextData(msgspec.Struct):
+    viewer: _TextViewer = msgspec.field(default_factory=_TextViewer)
+
+
+class _TextEnvelope(msgspec.Struct):
+    id: str
+    type: str
+    subject: str
+    sequence: int
+    data: _TextData = msgspec.field(default_factory=_TextData)
+
+
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
+_decode_text_envelope = msgspec.json.Decoder(_TextEnvelope).decode
 
 
 def decode_event(cluster: str, entry_id: str, fields: dict[bytes, bytes]) -> Event:
-    """The event of one stream entry; ``UnreadableEvent`` if it is not one."""
+    """The event of one stream entry; ``UnreadableEvent`` if it is not one.
+
+    Viewer fields that are not strings are read as text (numbers) or as missing (booleans).
+    """
     body = fields.get(EVENT_FIELD)
     if body is None:
         raise UnreadableEvent(f"the entry has no {EVENT_FIELD.decode()!r} field")
+    try:
+        fast = _decode_text_envelope(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _decode_any(cluster, entry_id, body)
+    viewer = fast.data.viewer
+    return Event(
+        cluster,
+        entry_id,
+        fast.id,
+        fast.type,
+        fast.subject,
+        fast.sequence,
+        body,
+        viewer.streamKey,
+        viewer.applicationId,
+        viewer.harnessType,
+        viewer.countryCode,
+    )
+
+
+def _decode_any(cluster: str, entry_id: str, body: bytes) -> Event:
+    """``decode_event`` for the rest: viewer values of any type, or an unreadable entry."""
     try:
         envelope = _decode_envelope(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

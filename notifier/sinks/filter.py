@@ -1,4 +1,9 @@
-"""Which events a sink takes: its ``events`` types and ``filter`` (docs/configuration.md)."""
+"""Which events a sink takes: its ``events`` types and ``filter`` (docs/configuration.md).
+
+``matches`` answers for one event; ``event_filter`` builds the same test once per sink (the
+country codes upper-cased once, not per event), or None when the sink takes every event, so
+that the worker does no filtering work at all for such a sink.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,48 @@ import fnmatch
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from notifier.events import Event
     from notifier.sinks.settings import SinkBaseSettings
 
-__all__ = ["matches"]
+__all__ = ["event_filter", "matches"]
 
 
 def matches(settings: SinkBaseSettings, event: Event) -> bool:
     """Does the sink take this event? Empty filter lists match everything."""
-    if settings.events is not None and event.type not in settings.events:
-        return False
+    test = event_filter(settings)
+    return test is None or test(event)
+
+
+def event_filter(settings: SinkBaseSettings) -> Callable[[Event], bool] | None:
+    """The sink's test of an event (as ``matches``), or None if it takes every event."""
+    types = None if settings.events is None else frozenset(settings.events)
     f = settings.filter
-    if f.clusters and event.cluster not in f.clusters:
-        return False
-    if f.stream_keys and not (
-        event.stream_key is not None
-        and any(fnmatch.fnmatchcase(event.stream_key, pattern) for pattern in f.stream_keys)
+    clusters = frozenset(f.clusters)
+    stream_keys = f.stream_keys
+    application_ids = frozenset(f.application_ids)
+    harness_types = frozenset(f.harness_types)
+    countries = frozenset(c.upper() for c in f.countries)
+    if types is None and not (
+        clusters or stream_keys or application_ids or harness_types or countries
     ):
-        return False
-    if f.application_ids and event.application_id not in f.application_ids:
-        return False
-    if f.harness_types and event.harness_type not in f.harness_types:
-        return False
-    return not (
-        f.countries and (event.country or "").upper() not in {c.upper() for c in f.countries}
-    )
+        return None
+
+    def test(event: Event) -> bool:
+        if types is not None and event.type not in types:
+            return False
+        if clusters and event.cluster not in clusters:
+            return False
+        if stream_keys and not (
+            event.stream_key is not None
+            and any(fnmatch.fnmatchcase(event.stream_key, pattern) for pattern in stream_keys)
+        ):
+            return False
+        if application_ids and event.application_id not in application_ids:
+            return False
+        if harness_types and event.harness_type not in harness_types:
+            return False
+        return not (countries and (event.country or "").upper() not in countries)
+
+    return test

@@ -19,13 +19,15 @@ if TYPE_CHECKING:
 
 __all__ = ["classify", "transport_failure"]
 
+_DELIVERED = {status: Delivered(status=status) for status in range(200, 300)}  # immutable: shared
+
 
 def classify(
     status: int, headers: Mapping[str, str], body: bytes, *, now: float | None = None
 ) -> Outcome:
     """The outcome of an HTTP answer."""
     if 200 <= status < 300:
-        return Delivered(status=status)
+        return _DELIVERED[status]
     reason = f"HTTP {status}" + _snippet(body)
     if 300 <= status < 400:
         return Failed(f"HTTP {status}: redirects are not followed", status=status)

@@ -25,8 +25,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from notifier.sinks.base import Delivered, Failed, Retry
 
@@ -58,14 +60,18 @@ class RetryPolicy:
     def delay(self, attempts: int, after: float | None, rng: random.Random) -> float:
         """The wait before the next attempt, after ``attempts`` counted ones."""
         base = self.delays[min(attempts, len(self.delays) - 1)]
-        delay = base * rng.uniform(1 - self.jitter, 1 + self.jitter)
+        delay = base * rng.uniform(1 - self.jitter, 1 + self.jitter) if base else 0.0
         if after is not None and self.max_after is not None:
             after = min(after, self.max_after)
         return max(delay, after or 0.0)
 
 
-@dataclass(slots=True, eq=False)  # identity: "is this item in that batch"
-class Item:
+# The values below are msgspec structs made per event: built in C, and, as none can take part
+# in a reference cycle, not tracked by the garbage collector (``gc=False``). A full schedule
+# holds thousands of items; tracked, each collection would walk them all.
+
+
+class Item(msgspec.Struct, eq=False, gc=False):  # eq: identity ("is it in that batch")
     """One event held by the schedule, with how far its delivery got."""
 
     event: Event
@@ -75,16 +81,14 @@ class Item:
     reason: str = ""
 
 
-@dataclass(slots=True, eq=False)
-class Batch:
+class Batch(msgspec.Struct, eq=False, gc=False):
     """Events that go out in one ``deliver`` call: heads of viewers and their followers."""
 
     started: float
-    items: list[Item] = field(default_factory=list)
+    items: list[Item] = msgspec.field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Retrying:
+class Retrying(msgspec.Struct, frozen=True, gc=False):
     """A retry decided for one item: its new attempt count and time."""
 
     item: Item
@@ -93,8 +97,7 @@ class Retrying:
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
-class Dead:
+class Dead(msgspec.Struct, frozen=True, gc=False):
     """A final failure decided for one item: why, after how many attempts."""
 
     item: Item
@@ -102,8 +105,7 @@ class Dead:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """What one outcome means for the items of one batch (``Schedule.decide``).
 
     ``delivered`` and ``dead`` are final (``dead`` with the reason for the dead letter);
@@ -167,24 +169,35 @@ class Schedule:
         if not_before is None:
             not_before = now + self._policy.delay(0, None, self._rng)
         item = Item(event, attempts, not_before, status, reason)
-        queue = self._queues.setdefault(event.subject, deque())
-        queue.append(item)
-        self.size += 1
-        if len(queue) == 1:
+        queue = self._queues.get(event.subject)
+        if queue is None:
+            self._queues[event.subject] = deque((item,))
             self._arm(event.subject, not_before)
+        else:
+            queue.append(item)
+            if len(queue) == 1:
+                self._arm(event.subject, not_before)
+        self.size += 1
         return item
 
     # --- what is due ---------------------------------------------------------------------------
 
     def due(self, now: float, limit: int) -> list[Batch]:
         """Up to ``limit`` batches ready to deliver now; their viewers stay busy until settled."""
-        self._batch_due_heads(now)
-        wait = self._batching.wait
-        for key in [k for k, b in self._filling.items() if b.started + wait <= now]:  # as below
-            self._ready.append(self._filling.pop(key))
+        if self._timers and self._timers[0][0] <= now:
+            self._batch_due_heads(now)
+        if self._filling:
+            wait = self._batching.wait
+            for key in [k for k, b in self._filling.items() if b.started + wait <= now]:  # below
+                self._ready.append(self._filling.pop(key))
+        ready = self._ready
+        if not ready:
+            return []
+        if limit == 1:
+            return [ready.popleft()]
         out: list[Batch] = []
-        while self._ready and len(out) < limit:
-            out.append(self._ready.popleft())
+        while ready and len(out) < limit:
+            out.append(ready.popleft())
         return out
 
     def next_deadline(self) -> float | None:
@@ -208,6 +221,9 @@ class Schedule:
                 self._arm(viewer, head.not_before)
                 continue
             self._busy.add(viewer)
+            if batching.size == 1:  # a batch of one: ready as it is
+                self._ready.append(Batch(now, [head]))
+                continue
             key = batching.key(head.event) if batching.key else None
             batch = self._filling.setdefault(key, Batch(started=now))
             batch.items.append(head)
@@ -258,6 +274,11 @@ class Schedule:
 
     def settle(self, decision: Decision) -> None:
         """Apply a decision: final items leave their queues, the viewers' next events are armed."""
+        if len(decision.delivered) == 1 and not (
+            decision.dead or decision.retrying or decision.paused
+        ):
+            self._settle_one(decision.delivered[0], decision.now)
+            return
         outcome = decision.outcome
         status = getattr(outcome, "status", None)
         reason = getattr(outcome, "reason", "")
@@ -292,6 +313,24 @@ class Schedule:
             if id(head) not in waiting:
                 head.not_before = max(head.not_before, decision.now)
             self._arm(viewer, head.not_before)
+
+    def _settle_one(self, item: Item, now: float) -> None:
+        """``settle`` of one delivered item, the usual decision, without the general case's
+        bookkeeping (the same steps)."""
+        viewer = item.event.subject
+        queue = self._queues[viewer]
+        if queue[0] is item:
+            queue.popleft()
+        else:
+            queue.remove(item)
+        self.size -= 1
+        self._busy.discard(viewer)
+        if not queue:
+            del self._queues[viewer]
+            return
+        head = queue[0]
+        head.not_before = max(head.not_before, now)
+        self._arm(viewer, head.not_before)
 
     # --- inspection ----------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from notifier.redis_client import REDIS_ERRORS, redis_reason
 from notifier.sinks.acks import AckBuffer
 from notifier.sinks.dead_letters import DeadLetters
 from notifier.sinks.delivery import DeliveryEngine
-from notifier.sinks.filter import matches
+from notifier.sinks.filter import event_filter
 from notifier.sinks.schedule import RetryPolicy, Schedule
 from notifier.sinks.stream import RetryState, SinkStream
 
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from notifier.sinks.control import SinkControl
     from notifier.sinks.schedule import Decision
     from notifier.sinks.settings import SinkBaseSettings
+    from notifier.sinks.stream import Entry
 
 __all__ = ["SinkWorker"]
 
@@ -105,6 +106,7 @@ class SinkWorker:
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._policy = RetryPolicy(settings.retry.schedule)
+        self._takes = event_filter(settings)  # None: the sink takes every event
         self._log = structlog.get_logger("notifier.sink").bind(sink=settings.name, cluster=cluster)
         self._redis_ok = True
         self._trim_reported = False
@@ -236,14 +238,10 @@ class SinkWorker:
     async def _read(self, engine: DeliveryEngine, acks: AckBuffer) -> None:
         """Feed the schedule: first this consumer's pending entries (claimed ones included),
         in order, with their saved retry states; then new entries."""
-        schedule = engine.schedule
         cursor = "0-0"
         next_trim_check = 0.0
         while True:
-            count = schedule.wanted(READ_COUNT)
-            if not count:  # each settled delivery tells the control; then look again
-                await self._control.wait_until(lambda _: schedule.wanted(READ_COUNT) > 0)
-                continue
+            count = await engine.wanted(READ_COUNT)  # wakes once a good read fits
             if cursor != ">":
                 entries = await self._stream.read(self._owner, cursor, count, None)
                 if not entries:
@@ -257,43 +255,53 @@ class SinkWorker:
                     next_trim_check = self._clock() + TRIM_CHECK_INTERVAL
                 entries = await self._stream.read(self._owner, ">", count, READ_BLOCK_MS)
                 states = {}
-            for entry_id, fields in entries:
-                await self._admit(engine, acks, entry_id, fields, states.get(entry_id))
+            await self._admit(engine, acks, entries, states)
 
     async def _admit(
         self,
         engine: DeliveryEngine,
         acks: AckBuffer,
-        entry_id: str,
-        fields: dict[bytes, bytes],
-        state: RetryState | None,
+        entries: list[Entry],
+        states: dict[str, RetryState],
     ) -> None:
-        try:
-            event = decode_event(self._cluster, entry_id, fields)
-        except UnreadableEvent as exc:
-            self._log.error("sink.unreadable_event", entry=entry_id, error=str(exc))
-            letter = DeadLetter.of_entry(
-                entry_id, fields, reason=f"unreadable: {exc}", failed_at=self._letters.now()
-            )
-            await self._letters.move(entry_id, letter)
-            self._control.dead_lettered += 1
-            return
-        if not matches(self._settings, event):
-            engine.count_filtered()
-            acks.add(entry_id, retried=state is not None)
+        """Hand each entry's event to the engine, in order; acknowledge the filtered out ones
+        and dead-letter the unreadable ones."""
+        takes, cluster = self._takes, self._cluster
+        filtered = 0
+        for entry_id, fields in entries:
+            try:
+                event = decode_event(cluster, entry_id, fields)
+            except UnreadableEvent as exc:
+                await self._unreadable(entry_id, fields, exc)
+                continue
+            state = states.get(entry_id) if states else None
+            if takes is not None and not takes(event):
+                filtered += 1
+                acks.add(entry_id, retried=state is not None)
+            elif state is None:
+                engine.admit(event)
+            else:
+                wait = max(0.0, state.next_at - self._wall_clock())
+                engine.admit(
+                    event,
+                    attempts=state.attempts,
+                    not_before=self._clock() + wait,
+                    status=state.status,
+                    reason=state.reason,
+                )
+        if filtered:
+            engine.count_filtered(filtered)
             await self._control.changed()
-            return
-        if state is None:
-            engine.admit(event)
-            return
-        wait = max(0.0, state.next_at - self._wall_clock())
-        engine.admit(
-            event,
-            attempts=state.attempts,
-            not_before=self._clock() + wait,
-            status=state.status,
-            reason=state.reason,
+
+    async def _unreadable(
+        self, entry_id: str, fields: dict[bytes, bytes], exc: UnreadableEvent
+    ) -> None:
+        self._log.error("sink.unreadable_event", entry=entry_id, error=str(exc))
+        letter = DeadLetter.of_entry(
+            entry_id, fields, reason=f"unreadable: {exc}", failed_at=self._letters.now()
         )
+        await self._letters.move(entry_id, letter)
+        self._control.dead_lettered += 1
 
     async def _keep_lease(self, stop: asyncio.Event) -> None:
         """Renew every third of the TTL; returns (ending the leadership) when it is lost."""
@@ -343,6 +351,12 @@ class _RedisLedger:
 
     async def record(self, decision: Decision) -> None:
         """Redis first; acks of delivered events go out with the next batch of acks."""
+        if decision.dead or decision.retrying:
+            await self._keep_failures(decision)
+        for item in decision.delivered:  # a rate-limited retry used no attempt, but was saved
+            self._acks.add(item.event.entry_id, retried=item.attempts > 0 or bool(item.reason))
+
+    async def _keep_failures(self, decision: Decision) -> None:
         outcome = decision.outcome
         status = getattr(outcome, "status", None)
         reason = getattr(outcome, "reason", "")
@@ -362,5 +376,3 @@ class _RedisLedger:
                 retry.item.event.entry_id,
                 RetryState(attempts=retry.attempts, status=status, next_at=next_at, reason=reason),
             )
-        for item in decision.delivered:  # a rate-limited retry used no attempt, but was saved
-            self._acks.add(item.event.entry_id, retried=item.attempts > 0 or bool(item.reason))
