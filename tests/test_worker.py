@@ -247,3 +247,26 @@ async def test_events_trimmed_before_a_sink_read_them_are_reported(redis: Redis)
         json.loads(x) for x in log.getvalue().splitlines() if "sink.events_trimmed_unread" in x
     )
     assert line["level"] == "error"
+
+
+async def test_skip_initial_acknowledges_the_first_polls_events_without_delivering(
+    redis: Redis,
+) -> None:
+    """With ``skip_initial`` the events marked ``data.initial`` are acked, not sent; the rest
+    arrive as usual."""
+    events = make_events(30, 6)
+    for event in events[:12]:
+        body = json.loads(event["body"])
+        body["data"]["initial"] = True
+        event["body"] = json.dumps(body).encode()
+    async with WebhookReceiver(SECRET) as receiver:
+        await create_group(redis, "hooks")
+        await publish(redis, events)
+        settings = webhook(receiver.url, skip_initial=True)
+        async with running_worker(WebhookSink(settings), settings, redis) as control:
+            await receiver.wait_for(18)
+            await control.wait_until(lambda c: c.filtered >= 12)
+        assert sorted(e["id"] for e in received_events(receiver)) == sorted(
+            e["id"] for e in events[12:]
+        )
+        assert await pending(redis, "hooks") == 0

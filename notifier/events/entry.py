@@ -68,6 +68,12 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     application_id: str | None = None
     harness_type: str | None = None
     country: str | None = None
+    initial: bool = False  # data.initial: the viewer (or audience) was there before the notifier
+
+    @property
+    def is_stream_event(self) -> bool:
+        """A ``stream.*`` event: about an audience, with no viewer (and no harness or country)."""
+        return self.type.startswith("stream.")
 
     def payload(self) -> dict[str, Any]:
         """The whole event, decoded."""
@@ -92,6 +98,8 @@ class _Viewer(msgspec.Struct):
 
 class _Data(msgspec.Struct):
     viewer: _Viewer = msgspec.field(default_factory=_Viewer)
+    stream: _Viewer | None = None  # a stream event's {applicationId, streamKey}
+    initial: Any = False
 
 
 class _Envelope(msgspec.Struct):
@@ -113,6 +121,8 @@ class _TextViewer(msgspec.Struct):
 
 class _TextData(msgspec.Struct):
     viewer: _TextViewer = msgspec.field(default_factory=_TextViewer)
+    stream: _TextViewer | None = None
+    initial: bool = False
 
 
 class _TextEnvelope(msgspec.Struct):
@@ -131,6 +141,7 @@ def decode_event(cluster: str, entry_id: str, fields: dict[bytes, bytes]) -> Eve
     """The event of one stream entry; ``UnreadableEvent`` if it is not one.
 
     Viewer fields that are not strings are read as text (numbers) or as missing (booleans).
+    A stream event's stream key and application come from ``data.stream``.
     """
     body = fields.get(EVENT_FIELD)
     if body is None:
@@ -139,7 +150,8 @@ def decode_event(cluster: str, entry_id: str, fields: dict[bytes, bytes]) -> Eve
         fast = _decode_text_envelope(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return _decode_any(cluster, entry_id, body)
-    viewer = fast.data.viewer
+    data = fast.data
+    viewer = data.viewer if data.stream is None else data.stream
     return Event(
         cluster,
         entry_id,
@@ -152,6 +164,7 @@ def decode_event(cluster: str, entry_id: str, fields: dict[bytes, bytes]) -> Eve
         viewer.applicationId,
         viewer.harnessType,
         viewer.countryCode,
+        data.initial,
     )
 
 
@@ -161,7 +174,8 @@ def _decode_any(cluster: str, entry_id: str, body: bytes) -> Event:
         envelope = _decode_envelope(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UnreadableEvent(f"the event is not a storm-notifier event ({exc})") from None
-    viewer = envelope.data.viewer
+    data = envelope.data
+    viewer = data.viewer if data.stream is None else data.stream
     return Event(
         cluster=cluster,
         entry_id=entry_id,
@@ -174,6 +188,7 @@ def _decode_any(cluster: str, entry_id: str, body: bytes) -> Event:
         application_id=_text(viewer.applicationId),
         harness_type=_text(viewer.harnessType),
         country=_text(viewer.countryCode),
+        initial=data.initial is True,
     )
 
 

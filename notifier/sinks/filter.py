@@ -34,13 +34,16 @@ def event_filter(settings: SinkBaseSettings) -> Callable[[Event], bool] | None:
     application_ids = frozenset(f.application_ids)
     harness_types = frozenset(f.harness_types)
     countries = frozenset(c.upper() for c in f.countries)
+    skip_initial = settings.skip_initial
     if types is None and not (
-        clusters or stream_keys or application_ids or harness_types or countries
+        clusters or stream_keys or application_ids or harness_types or countries or skip_initial
     ):
         return None
 
     def test(event: Event) -> bool:
         if types is not None and event.type not in types:
+            return False
+        if skip_initial and event.initial:
             return False
         if clusters and event.cluster not in clusters:
             return False
@@ -51,6 +54,8 @@ def event_filter(settings: SinkBaseSettings) -> Callable[[Event], bool] | None:
             return False
         if application_ids and event.application_id not in application_ids:
             return False
+        if event.is_stream_event:  # an audience has no harness type or country of its own
+            return True
         if harness_types and event.harness_type not in harness_types:
             return False
         return not (countries and (event.country or "").upper() not in countries)

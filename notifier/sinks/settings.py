@@ -34,8 +34,12 @@ class SinkFilter(Frozen):
     clusters: tuple[str, ...] = Field(default=(), description="cluster names")
     stream_keys: tuple[str, ...] = Field(default=(), description="glob patterns, e.g. 'live-*'")
     application_ids: tuple[str, ...] = Field(default=(), description="applicationId values")
-    harness_types: tuple[str, ...] = Field(default=(), description="harnessType values")
-    countries: tuple[str, ...] = Field(default=(), description="ISO country codes, e.g. PL")
+    harness_types: tuple[str, ...] = Field(
+        default=(), description="harnessType values (viewer events; stream events pass)"
+    )
+    countries: tuple[str, ...] = Field(
+        default=(), description="ISO country codes, e.g. PL (viewer events; stream events pass)"
+    )
 
 
 class RetrySettings(Frozen):
@@ -53,6 +57,11 @@ class SinkBaseSettings(Frozen):
         default=None, description="event types to deliver; omitted: all types"
     )
     filter: SinkFilter = SinkFilter()
+    skip_initial: bool = Field(
+        default=False,
+        description="acknowledge events with data.initial (the first poll's: viewers and"
+        " audiences already there when the notifier began) without delivering them",
+    )
     retry: RetrySettings = RetrySettings()
 
     def delivery_needs(self) -> DeliveryNeeds:

@@ -41,6 +41,11 @@ class SlackSinkSettings(SinkBaseSettings):
     and edits it in place. Exactly one of the two."""
 
     type: Literal["slack"] = "slack"
+    skip_initial: bool = Field(
+        default=True,
+        description="acknowledge events with data.initial without posting them: a first start"
+        " does not post everyone already watching",
+    )
     webhook_url: HttpUrlSecret | None = Field(
         default=None,
         description="Slack incoming-webhook URL (secret); or token + channel, not both",
