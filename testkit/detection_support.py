@@ -270,3 +270,42 @@ async def lockstep(
 def records_equal(a: bytes, b: dict[str, Any]) -> bool:
     """A stored raw record against a dict record."""
     return bool(msgspec.json.decode(a) == b)
+
+
+def by_stream(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The stream events, per streamKey, in stream order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        if event["type"].startswith("stream."):
+            out.setdefault(event["subject"], []).append(event)
+    return out
+
+
+def assert_streams_causal(events: list[dict[str, Any]]) -> None:
+    """Per stream: started/ended alternate, crossings alternate per threshold, degraded and
+    recovered alternate inside an audience, an audience ending degraded says so."""
+    for key, stream in by_stream(events).items():
+        live, degraded = False, False
+        crossed: dict[int, str] = {}
+        for event in stream:
+            kind, data = event["type"], event["data"]
+            assert data["stream"]["streamKey"] == key
+            if kind == "stream.audience_started":
+                assert not live, (key, stream)
+                live, crossed = True, {}
+                continue
+            assert live, (key, kind)
+            if kind == "stream.audience_crossed":
+                last = crossed.get(data["threshold"], "down")
+                assert data["direction"] != last, (key, data)
+                crossed[data["threshold"]] = data["direction"]
+            elif kind == "stream.health_degraded":
+                assert not degraded
+                degraded = True
+            elif kind == "stream.health_recovered":
+                assert degraded
+                degraded = False
+            elif kind == "stream.audience_ended":
+                assert all(d == "down" for d in crossed.values()), (key, crossed)
+                assert data["summary"]["endedDegraded"] is degraded
+                live, degraded = False, False

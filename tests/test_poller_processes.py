@@ -19,6 +19,7 @@ from notifier.keys import ClusterKeys
 from notifier.simulator import Faults, PopulationSettings, SimulatorSettings
 from testkit.detection_support import (
     Lockstep,
+    assert_streams_causal,
     assert_well_formed,
     expected_events,
     lockstep,
@@ -173,6 +174,7 @@ async def verify(sim: Lockstep, redis: Redis) -> None:
     final = await sim.polls()
     events = await stream_events(redis, KEYS.events)
     assert_well_formed(events, "sim")
+    assert_streams_causal(events)
     assert lifecycle(events) == expected_lifecycle(sim, final)
     expected = expected_events(sim.states[:final], DETECTION)
     for event in events:  # connected events carry the record of the poll that saw them
@@ -199,6 +201,7 @@ async def verify_rederived(sim: Lockstep, redis: Redis) -> None:
     final = await sim.polls()
     events = await stream_events(redis, KEYS.events)
     assert_well_formed(events, "sim")
+    assert_streams_causal(events)
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert len({e["id"] for e in events}) == len(events)
     seen_in: dict[str, list[int]] = {}

@@ -21,7 +21,13 @@ from notifier.keys import ClusterKeys
 from notifier.lease import Lease
 from notifier.simulator import Faults, Incident, PopulationSettings, Ramp, SimulatorSettings
 from notifier.storm import StormClient, create_session
-from testkit.detection_support import assert_well_formed, lockstep, stream_events
+from testkit.detection_support import (
+    assert_streams_causal,
+    assert_well_formed,
+    by_stream,
+    lockstep,
+    stream_events,
+)
 from tests.conftest import FAST_BACKOFF, cluster_settings
 
 if TYPE_CHECKING:
@@ -70,44 +76,6 @@ async def poller_for(
         await client.aclose()
 
 
-def by_stream(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        if event["type"].startswith("stream."):
-            out.setdefault(event["subject"], []).append(event)
-    return out
-
-
-def assert_causal(events: list[dict[str, Any]]) -> None:
-    """Per stream: started/ended alternate, crossings alternate per threshold, degraded and
-    recovered alternate inside an audience, an audience ending degraded says so."""
-    for key, stream in by_stream(events).items():
-        live, degraded = False, False
-        crossed: dict[int, str] = {}
-        for event in stream:
-            kind, data = event["type"], event["data"]
-            assert data["stream"]["streamKey"] == key
-            if kind == "stream.audience_started":
-                assert not live, (key, stream)
-                live, crossed = True, {}
-                continue
-            assert live, (key, kind)
-            if kind == "stream.audience_crossed":
-                last = crossed.get(data["threshold"], "down")
-                assert data["direction"] != last, (key, data)
-                crossed[data["threshold"]] = data["direction"]
-            elif kind == "stream.health_degraded":
-                assert not degraded
-                degraded = True
-            elif kind == "stream.health_recovered":
-                assert degraded
-                degraded = False
-            elif kind == "stream.audience_ended":
-                assert all(d == "down" for d in crossed.values()), (key, crossed)
-                assert data["summary"]["endedDegraded"] is degraded
-                live, degraded = False, False
-
-
 async def assert_counts_match_the_viewers(redis: Redis) -> None:
     """The stored stream states count exactly the tracked viewers of each audience."""
     snapshot = await StateStore(redis, KEYS, maxlen=100_000).load()
@@ -135,7 +103,7 @@ async def test_an_incident_and_a_ramp_become_stream_events_exactly_once(
                 await poller.cycle()
         events = await stream_events(redis, KEYS.events)
     assert_well_formed(events, "sim")
-    assert_causal(events)
+    assert_streams_causal(events)
     streams = by_stream(events)
     live_1 = [e["type"] for e in streams["live-1"]]
     assert "stream.health_degraded" in live_1
@@ -181,7 +149,7 @@ async def test_restarts_emit_no_stream_event_twice(redis_url: str, redis: Redis)
                     await poller.close()
         events = await stream_events(redis, KEYS.events)
     assert_well_formed(events, "sim")
-    assert_causal(events)
+    assert_streams_causal(events)
     started = Counter(e["subject"] for e in events if e["type"] == "stream.audience_started")
     ended = Counter(e["subject"] for e in events if e["type"] == "stream.audience_ended")
     assert started["launch"] == 1
@@ -217,7 +185,7 @@ async def test_a_stop_before_the_last_chunk_is_reconciled_from_the_viewers(
                 await poller.cycle()
         events = await stream_events(redis, KEYS.events)
     assert_well_formed(events, "sim")
-    assert_causal(events)
+    assert_streams_causal(events)
     connected = Counter(e["subject"] for e in events if e["type"] == "viewer.connected")
     assert max(connected.values()) == 1
     await assert_counts_match_the_viewers(redis)
