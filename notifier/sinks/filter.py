@@ -41,18 +41,17 @@ def event_filter(settings: SinkBaseSettings) -> Callable[[Event], bool] | None:
         return None
 
     def test(event: Event) -> bool:
-        if types is not None and event.type not in types:
-            return False
-        if skip_initial and event.initial:
-            return False
-        if clusters and event.cluster not in clusters:
+        if (
+            (types is not None and event.type not in types)
+            or (skip_initial and event.initial)
+            or (clusters and event.cluster not in clusters)
+            or (application_ids and event.application_id not in application_ids)
+        ):
             return False
         if stream_keys and not (
             event.stream_key is not None
             and any(fnmatch.fnmatchcase(event.stream_key, pattern) for pattern in stream_keys)
         ):
-            return False
-        if application_ids and event.application_id not in application_ids:
             return False
         if event.is_stream_event:  # an audience has no harness type or country of its own
             return True
