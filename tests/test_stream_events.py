@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from notifier.config import DetectionSettings
-from notifier.detect.audiences import member_of
+from notifier.detect.audiences import Audiences, member_of
 from notifier.detect.codec import StreamCodec
 from notifier.detect.poller import Poller
+from notifier.detect.rules import detect
 from notifier.detect.store import StateStore
 from notifier.detect.streams import StreamId, StreamState
 from notifier.keys import ClusterKeys
 from notifier.lease import Lease
 from notifier.simulator import Faults, Incident, PopulationSettings, Ramp, SimulatorSettings
 from notifier.storm import StormClient, create_session
+from notifier.storm.decode import decode_viewer
 from testkit.detection_support import (
     assert_streams_causal,
     assert_well_formed,
@@ -224,3 +226,19 @@ def test_a_stream_state_round_trips_through_its_stored_form() -> None:
     name, blob = StreamCodec.encode(StreamId("app", "key"), state)
     assert json.loads(name) == ["app", "key"]
     assert StreamCodec.decode(name, blob) == (StreamId("app", "key"), state)
+
+
+def test_viewers_without_a_stream_are_counted_apart_and_start_no_audience() -> None:
+    """Records of a viewer type without streamKey (or with a numeric one) join no audience;
+    the poller can say how many there are; a publisher without one is not counted."""
+    records: list[dict[str, Any]] = [
+        {"id": "a", "harnessType": "STORM_HLS_VIEWER", "applicationId": "app", "healthScore": 90},
+        {"id": "b", "harnessType": "STORM_HLS_VIEWER", "streamKey": 7, "applicationId": "app"},
+        {"id": "c", "harnessType": "RTMP_PUSH", "applicationId": "app"},
+    ]
+    seen = {str(r["id"]): decode_viewer(json.dumps(r).encode()) for r in records}
+    detection = detect({}, seen, polled_at=1000, settings=DETECTION, initial=True)
+    audiences = Audiences(DETECTION.streams)
+    audiences.load({}, {}, kept=False, now=1000)
+    decided = audiences.decide({}, detection, polled_at=1000, initial=True)
+    assert (decided.emissions, decided.writes, audiences.unplaced) == ([], {}, 2)

@@ -48,11 +48,17 @@ _fields = msgspec.json.Decoder(_Fields).decode
 def member_of(track: Track, settings: AudienceSettings) -> Member | None:
     """The tracked viewer's part in an audience; None if in none (or its record is unreadable:
     the viewer rules took it, so it counts as a viewer of no stream)."""
+    return _placed(track, settings)[0]
+
+
+def _placed(track: Track, settings: AudienceSettings) -> tuple[Member | None, bool]:
+    """``member_of``, and whether the viewer is of an audience type yet lacks a stream (no
+    usable ``applicationId`` or ``streamKey``): such a viewer counts in no audience."""
     try:
         fields = _fields(track.record)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return member(
+        return None, True
+    one = member(
         application_id=fields.applicationId,
         stream_key=fields.streamKey,
         harness_type=fields.harnessType,
@@ -62,6 +68,8 @@ def member_of(track: Track, settings: AudienceSettings) -> Member | None:
         dropped=track.dropped,
         settings=settings,
     )
+    lacking = one is None and fields.harnessType in settings.harness_types
+    return one, lacking
 
 
 def _flags(one: Member, track: Track) -> Member:
@@ -92,6 +100,7 @@ class Audiences:
         self._recheck: set[StreamId] = set()
         self._lost: dict[str, Member] = {}  # viewers of audiences whose start was lost
         self._kept = False
+        self.unplaced = 0  # viewers of an audience type without a stream, seen so far
 
     @property
     def states(self) -> Mapping[StreamId, StreamState]:
@@ -121,7 +130,8 @@ class Audiences:
         settings = self._settings
         members, lost = {}, {}
         for viewer_id, track in tracked.items():
-            one = member_of(track, settings)
+            one, lacking = _placed(track, settings)
+            self.unplaced += lacking
             if one is None:
                 continue
             if kept and one.stream not in stored:
@@ -155,7 +165,8 @@ class Audiences:
             if before is not None and earlier is not None and earlier.record is track.record:
                 now = _flags(before, track)  # the same record (a miss, say): only the flags
             else:
-                now = member_of(track, settings)
+                now, lacking = _placed(track, settings)
+                self.unplaced += lacking and before is None
             if now != before:
                 changes.append((before, now))
                 after[viewer_id] = now

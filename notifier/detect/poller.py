@@ -77,6 +77,7 @@ class Poller:
         self._cluster = cluster
         self._detection = detection
         self._audiences = Audiences(detection.streams) if detection.streams.enabled else None
+        self._said_unplaced = False
         self._client = client
         self._store = store
         self._lease = lease
@@ -252,6 +253,14 @@ class Poller:
         )
         if self._audiences is not None and audiences is not None:
             self._audiences.settle(audiences)
+            if self._audiences.unplaced and not self._said_unplaced:
+                self._said_unplaced = True
+                self._log.info(
+                    "poller.viewers_in_no_stream",
+                    viewers=self._audiences.unplaced,
+                    effect="viewers of an audience harness type whose records have no usable"
+                    " applicationId or streamKey count in no stream's audience",
+                )
         now = int(self._wall_clock() * 1000)
         for viewer_id in detection.upserts:
             self._written.pop(viewer_id, None)
