@@ -35,7 +35,7 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, memory; reports in bench/results/
+bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, cycle, memory, streams, latency; reports in bench/results/
 	$(BIN)/python -m bench.poll
 	$(BIN)/python -m bench.detect
 	$(BIN)/python -m bench.deliver
