@@ -34,24 +34,22 @@ import enum
 import functools
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from redis.asyncio import RedisCluster
 
 from notifier.detect.codec import StreamCodec, TrackCodec
 from notifier.detect.scripts import COMMIT, META
+from notifier.detect.senders import OneByOne, Pipelined
 from notifier.errors import StateError
 from notifier.events import ENTRY_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from redis.asyncio import Redis
-    from redis.asyncio.connection import AbstractConnection
-    from redis.commands.core import AsyncScript
-
     from notifier.detect.rules import Detection, Track
+    from notifier.detect.senders import Sender
     from notifier.detect.streams import StreamId, StreamState
     from notifier.events import EncodedEvent
     from notifier.keys import ClusterKeys
@@ -305,10 +303,10 @@ class StateStore:
         """Called before chunk ``number`` is sent (the seam where tests let a process die, or
         the lease pass on, between chunks)."""
 
-    async def _sender(self) -> _Sender:
+    async def _sender(self) -> Sender:
         if isinstance(self._redis, RedisCluster):
-            return _OneByOne(self._commit)
-        return _Pipelined(self._redis, self._commit.sha)
+            return OneByOne(self._commit)
+        return Pipelined(self._redis, self._commit.sha)
 
     def _chunk_args(
         self,
@@ -337,86 +335,6 @@ class StateStore:
         for event in events:
             args += event.values()
         return args
-
-
-class _Sender(Protocol):
-    """Sends commit scripts and gives their replies back in the order sent."""
-
-    window: int  # chunks in flight at most
-    in_flight: int
-
-    async def send(self, keys: list[str], args: list[Any]) -> None: ...
-
-    async def receive(self) -> Any: ...
-
-    async def close(self) -> None: ...
-
-
-class _Pipelined:
-    """Chunks one after the other on one connection, the next sent before the reply to the
-    one before is read: Redis applies one while the next is encoded and waits in its socket,
-    so it never idles between chunks. Scripts on one connection run in the order sent."""
-
-    window = 2
-
-    def __init__(self, redis: Redis, sha: str) -> None:
-        self._pool = redis.connection_pool
-        self._sha = sha
-        self._connection: AbstractConnection | None = None
-        self.in_flight = 0
-
-    async def send(self, keys: list[str], args: list[Any]) -> None:
-        if self._connection is None:
-            self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        command = self._connection.pack_command("EVALSHA", self._sha, len(keys), *keys, *args)
-        await self._connection.send_packed_command(command)
-        self.in_flight += 1
-
-    async def receive(self) -> Any:
-        if self._connection is None or not self.in_flight:
-            raise AssertionError("no chunk in flight")
-        self.in_flight -= 1
-        return await self._connection.read_response()
-
-    async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        try:
-            if self.in_flight:  # a chunk after a refused one (it is refused too), or a fault
-                await connection.disconnect()
-        finally:
-            self.in_flight = 0
-            await self._pool.release(connection)
-
-
-class _OneByOne:
-    """One chunk at a time, for a Redis Cluster client (it routes each call by its keys); the
-    next chunk is still encoded while Redis applies the one before."""
-
-    window = 1
-
-    def __init__(self, script: AsyncScript) -> None:
-        self._script = script
-        self._pending: asyncio.Future[Any] | None = None
-        self.in_flight = 0
-
-    async def send(self, keys: list[str], args: list[Any]) -> None:
-        self._pending = asyncio.ensure_future(self._script(keys=keys, args=args))
-        self.in_flight = 1
-        await asyncio.sleep(0)  # on its way before the next chunk is encoded
-
-    async def receive(self) -> Any:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            raise AssertionError("no chunk in flight")
-        self.in_flight = 0
-        return await pending
-
-    async def close(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending, self.in_flight = None, 0
 
 
 def _add_streams(args: list[Any], writes: Mapping[StreamId, StreamState | None]) -> None:
