@@ -38,7 +38,7 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, cycle, memory, streams, latency; reports in bench/results/
 	$(BIN)/python -m bench.poll
 	$(BIN)/python -m bench.detect
-	$(BIN)/python -m bench.deliver
+	$(BIN)/python -m bench.deliver --concurrency 32
 	$(BIN)/python -m bench.cycle
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.streams
