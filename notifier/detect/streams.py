@@ -40,25 +40,34 @@ peak, and every threshold it is at or above is reached. It is adopted *not* degr
 its counts: the health rule applies at its next change, so a stream degraded at adoption emits
 ``stream.health_degraded`` then, and a recovery never comes without a degradation before it.
 
+What an audience is made of (``Member``, ``StreamState``, the counters) is in ``tally``.
+
 Bad input crashes nothing and invents no event: a change with ``before == after`` is skipped, a
 leave the state never counted floors the counters at zero, a clock going back gives 0 ms.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from notifier.detect.tally import (
+    BREAKDOWN_ROWS,
+    Change,
+    Member,
+    StreamId,
+    StreamState,
+    Tally,
+    member,
+    tally_for,
+)
 from notifier.events import (
     AudienceCrossed,
     AudienceEnded,
     AudienceStarted,
     AudienceSummary,
-    Breakdown,
-    BreakdownRow,
     Incident,
     StreamDegraded,
     StreamRecovered,
@@ -83,53 +92,6 @@ __all__ = [
     "reconcile",
 ]
 
-BREAKDOWN_ROWS = 5
-
-Counts = dict[str, tuple[int, int]]
-"""Value -> (viewers, dropped); ``""`` stands for None (``member`` never yields ``""``)."""
-
-
-class StreamId(NamedTuple):
-    """A stream within a cluster."""
-
-    application_id: str
-    stream_key: str
-
-
-class Member(msgspec.Struct, frozen=True, gc=False):
-    """What one audience viewer contributes to its stream's counts."""
-
-    stream: StreamId
-    harness_type: str
-    country_code: str | None = None
-    device_type: str | None = None
-    measured: bool = False
-    dropped: bool = False
-
-
-Change = tuple[Member | None, Member | None]
-"""One viewer's part in the audiences, before and after a poll (None: in none)."""
-
-
-class StreamState(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """What is remembered of one live audience: counters, peaks and the open incident."""
-
-    viewers: int
-    measured: int
-    dropped: int
-    countries: Counts
-    harnesses: Counts
-    devices: Counts
-    started_at: int  # ms: the poll that started (or adopted) the audience
-    peak_viewers: int
-    peak_at: int  # ms: the first poll that reached the peak
-    sessions: int  # viewers that joined the audience while it lasted
-    reached: tuple[int, ...] = ()  # thresholds reached and not fallen below, ascending
-    degraded_since: int | None = None  # ms: the poll that emitted stream.health_degraded
-    peak_dropped: int = 0  # of the open incident
-    peak_share: float = 0.0
-    degraded_ms: int = 0  # of the incidents that recovered
-
 
 @dataclass(frozen=True, slots=True)
 class StreamDetection:
@@ -137,33 +99,6 @@ class StreamDetection:
 
     changed: dict[StreamId, StreamState | None]  # only states that differ; None: delete it
     emissions: list[StreamEmission]  # in emission order
-
-
-def member(
-    *,
-    application_id: object,
-    stream_key: object,
-    harness_type: object,
-    country_code: object = None,
-    device_type: object = None,
-    measured: bool,
-    dropped: bool,
-    settings: AudienceSettings,
-) -> Member | None:
-    """The viewer's part in its stream's audience, from its record's fields; None if in none."""
-    app, key = _text(application_id), _text(stream_key)
-    if app is None or key is None:
-        return None
-    if not isinstance(harness_type, str) or harness_type not in settings.harness_types:
-        return None
-    return Member(
-        StreamId(app, key),
-        harness_type,
-        _text(country_code),
-        _text(device_type),
-        measured or dropped,
-        dropped,
-    )
 
 
 def apply_streams(
@@ -179,17 +114,17 @@ def apply_streams(
 
     ``recheck``: streams to evaluate even if no change touches them (``reconcile`` says which).
     """
-    tallies: dict[StreamId, _Tally] = {}
+    tallies: dict[StreamId, Tally] = {}
     for stream in recheck:
         if stream in states:
-            _tally(tallies, states, stream)
+            tally_for(tallies, states, stream)
     for before, after in changes:
         if before == after:
             continue
         if before is not None:
-            _tally(tallies, states, before.stream).count(before, -1)
+            tally_for(tallies, states, before.stream).count(before, -1)
         if after is not None:
-            tally = _tally(tallies, states, after.stream)
+            tally = tally_for(tallies, states, after.stream)
             tally.count(after, 1)
             if before is None or before.stream != after.stream:
                 tally.joins += 1
@@ -207,9 +142,9 @@ def adopt(
     members: Iterable[Member], *, polled_at: int, settings: AudienceSettings
 ) -> dict[StreamId, StreamState]:
     """The states of the audiences as they are, when stream events are turned on; no events."""
-    tallies: dict[StreamId, _Tally] = {}
+    tallies: dict[StreamId, Tally] = {}
     for one in members:
-        _tally(tallies, {}, one.stream).count(one, 1)
+        tally_for(tallies, {}, one.stream).count(one, 1)
     return {
         stream: tally.freeze(
             started_at=polled_at,
@@ -239,9 +174,9 @@ def reconcile(
     that is no longer there then ends, a crossing or recovery that happened is emitted); an
     audience with no stored state is adopted (``adopt``: no events).
     """
-    tallies: dict[StreamId, _Tally] = {}
+    tallies: dict[StreamId, Tally] = {}
     for one in members:
-        _tally(tallies, {}, one.stream).count(one, 1)
+        tally_for(tallies, {}, one.stream).count(one, 1)
     counted: dict[StreamId, StreamState] = {}
     for stream, tally in tallies.items():
         if tally.viewers and stream not in stored:
@@ -254,7 +189,7 @@ def reconcile(
             )
     dirty: set[StreamId] = set()
     for stream, state in stored.items():
-        tally = tallies.get(stream) or _Tally(None)
+        tally = tallies.get(stream) or Tally(None)
         fixed = msgspec.structs.replace(
             state,
             viewers=tally.viewers,
@@ -282,9 +217,7 @@ class _Poll:
     initial: bool
     out: list[StreamEmission]
 
-    def settle(
-        self, stream: StreamId, old: StreamState | None, tally: _Tally
-    ) -> StreamState | None:
+    def settle(self, stream: StreamId, old: StreamState | None, tally: Tally) -> StreamState | None:
         """The stream's state after the poll (None: no audience); its events go to ``out``."""
         app, key = stream
         viewers = tally.viewers
@@ -337,7 +270,7 @@ class _Poll:
         return tuple(t for t in configured if t in reached)
 
     def _health(
-        self, stream: StreamId, old: StreamState, tally: _Tally
+        self, stream: StreamId, old: StreamState, tally: Tally
     ) -> tuple[int | None, int, float, int]:
         """Degraded or recovered; the incident (since, peaks) and degraded_ms after it."""
         settings, polled_at = self.settings, self.polled_at
@@ -361,7 +294,7 @@ class _Poll:
             return None, 0, 0.0, old.degraded_ms + incident.duration_ms
         return since, max(peak_dropped, dropped), max(peak_share, share), old.degraded_ms
 
-    def _end(self, stream: StreamId, old: StreamState, tally: _Tally) -> None:
+    def _end(self, stream: StreamId, old: StreamState, tally: Tally) -> None:
         """Down-crossings of every threshold reached, then the summary."""
         for threshold in reversed(self.settings.audience_thresholds):
             if threshold in old.reached:
@@ -381,98 +314,3 @@ class _Poll:
             ended_degraded=old.degraded_since is not None,
         )
         self.out.append(AudienceEnded(*stream, summary))
-
-
-# --- counting -----------------------------------------------------------------------------------
-
-
-class _Tally:
-    """One touched stream's counters while a poll is applied (a copy: states stay frozen)."""
-
-    __slots__ = ("countries", "devices", "dropped", "harnesses", "joins", "measured", "viewers")
-
-    def __init__(self, state: StreamState | None) -> None:
-        self.viewers = state.viewers if state else 0
-        self.measured = state.measured if state else 0
-        self.dropped = state.dropped if state else 0
-        self.countries: Counts = dict(state.countries) if state else {}
-        self.harnesses: Counts = dict(state.harnesses) if state else {}
-        self.devices: Counts = dict(state.devices) if state else {}
-        self.joins = 0
-
-    def count(self, one: Member, sign: int) -> None:
-        """Add (``sign`` 1) or take away (-1) one member; counters never fall below zero."""
-        dropped = sign * one.dropped
-        self.viewers = max(0, self.viewers + sign)
-        self.measured = max(0, self.measured + sign * one.measured)
-        self.dropped = max(0, self.dropped + dropped)
-        _bump(self.countries, one.country_code or "", sign, dropped)
-        _bump(self.harnesses, one.harness_type, sign, dropped)
-        _bump(self.devices, one.device_type or "", sign, dropped)
-
-    def breakdown(self) -> Breakdown:
-        """The rows of a health event."""
-        return Breakdown(_rows(self.countries), _rows(self.harnesses), _rows(self.devices))
-
-    def freeze(
-        self,
-        *,
-        started_at: int,
-        peak_viewers: int,
-        peak_at: int,
-        sessions: int,
-        reached: tuple[int, ...] = (),
-        degraded_since: int | None = None,
-        peak_dropped: int = 0,
-        peak_share: float = 0.0,
-        degraded_ms: int = 0,
-    ) -> StreamState:
-        """These counters with the rest of a stream's state."""
-        return StreamState(
-            self.viewers,
-            self.measured,
-            self.dropped,
-            self.countries,
-            self.harnesses,
-            self.devices,
-            started_at,
-            peak_viewers,
-            peak_at,
-            sessions,
-            reached,
-            degraded_since,
-            peak_dropped,
-            peak_share,
-            degraded_ms,
-        )
-
-
-def _tally(
-    tallies: dict[StreamId, _Tally], states: Mapping[StreamId, StreamState], stream: StreamId
-) -> _Tally:
-    tally = tallies.get(stream)
-    if tally is None:
-        tally = tallies[stream] = _Tally(states.get(stream))
-    return tally
-
-
-def _bump(counts: Counts, value: str, viewers: int, dropped: int) -> None:
-    had_viewers, had_dropped = counts.get(value, (0, 0))
-    now = max(0, had_viewers + viewers)
-    if now:
-        counts[value] = (now, max(0, had_dropped + dropped))
-    else:
-        counts.pop(value, None)
-
-
-def _rows(counts: Counts) -> tuple[BreakdownRow, ...]:
-    top = heapq.nsmallest(
-        BREAKDOWN_ROWS,
-        counts.items(),
-        key=lambda item: (-item[1][1], -item[1][0], item[0] == "", item[0]),
-    )
-    return tuple(BreakdownRow(value or None, viewers, dropped) for value, (viewers, dropped) in top)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
