@@ -54,4 +54,4 @@ bench-quick: $(STAMP)  ## every benchmark once, small (about a minute): fails on
 	$(BIN)/python -m bench.latency --duration 10
 
 clean:  ## remove .venv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.*

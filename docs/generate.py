@@ -46,14 +46,21 @@ it with secrets masked; `notifier config-schema` prints the JSON Schema, for edi
 (`notifier config-schema > config/notifier.schema.json` writes the file it points at.)
 
 - **`${VAR}`** and **`${VAR:-default}`** are expanded from the environment in any value
-  (`$${` is a literal `${`); an unset variable without a default is an error.
+  (`$${` is a literal `${`); an unset variable without a default is an error, except in a
+  section the command does not use: `tail`, `status` and `dlq list|purge` need no Storm, sink
+  or server secret, `replay` and `dlq redrive` only those of their sink, `snapshot` only the
+  Storm credentials ([command line](cli.md#secrets-a-command-needs)).
 - **`NOTIFIER_<SECTION>__<KEY>`** environment variables override keys:
   `NOTIFIER_REDIS__URL=redis://cache:6379/0`, `NOTIFIER_CLUSTERS__EU_1__POLL_INTERVAL=2s`
   (list items by name or index), `NOTIFIER_SINKS__HOOKS__EVENTS='[viewer.connected]'`
   (lists and maps as YAML flow).
-- **Durations** are written `500ms`, `5s`, `2m`, `1h`, `1d`; a bare number is seconds.
-- **Unknown keys are errors**; every error is one line naming the file and the key.
-- **Secret** keys (marked below) never appear in logs, errors or `check-config` output. String
+- **Durations** are written `500ms`, `5s`, `2m`, `1h`, `1d`; a bare number is seconds
+  (`check-config` prints them the same way).
+- **Unknown keys are errors**; every error is one line naming the file (or the `NOTIFIER_*`
+  variable that set the key) and the key, and an unknown key comes with the closest valid one:
+  ``NOTIFIER_LOGGINGG__LEVEL: unknown key loggingg (did you mean `logging`?)``.
+- **Secret** keys (marked below) never appear in logs, errors or `check-config` output (a URL
+  there shows its scheme and host only: `https://hooks.slack.com/***`). String
   keys also take numbers (`password: 1234` is the string `"1234"`).
 
 An editor checks the file as written, before `${VAR}` expansion: a number or boolean key written

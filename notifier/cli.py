@@ -25,6 +25,7 @@ from notifier.commands import (
     schema,
     simulate,
     snapshot,
+    status,
     tail,
 )
 from notifier.errors import ConfigError, NotifierError
@@ -35,28 +36,22 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "main", "run_cli"]
 
-COMMANDS = (snapshot, check, schema, run, tail, replay, dlq, demo, simulate)
+COMMANDS = (snapshot, check, schema, run, status, tail, replay, dlq, demo, simulate)
 """In the order ``notifier --help`` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command's."""
-    common = Parser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file (default: $NOTIFIER_CONFIG, else config/notifier.yaml)",
-    )
     parser = Parser(
         prog="notifier",
         description="Push events for the live audience of Storm Streaming Server clusters.",
-        parents=[common],
+        parents=[Parser.config_option(top_level=True)],
     )
     parser.add_argument("--version", action="version", version=f"storm-notifier {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
     for command in COMMANDS:
-        command.register(commands, [common])
+        command.register(commands, [Parser.config_option(top_level=False)])
     return parser
 
 

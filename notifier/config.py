@@ -8,7 +8,12 @@ Resolution: ``--config PATH``, else ``$NOTIFIER_CONFIG``, else ``config/notifier
 Inside the YAML, ``${VAR}`` and ``${VAR:-default}`` are expanded from the environment (``$${``
 writes a literal ``${``). ``NOTIFIER_<SECTION>__<KEY>`` variables override keys; list items are
 addressed by index or by name (``NOTIFIER_CLUSTERS__EU_1__POLL_INTERVAL=2s``). Errors name the
-file and the key, and never echo a value.
+file and the key (or the variable the key came from), suggest the closest valid key for an
+unknown one, and never echo a value.
+
+A command states what it ``Needs``: an unset ``${VAR}`` in a section it does not use (the Storm
+credentials for ``notifier tail``, a webhook secret for ``dlq list``) is no error; that key holds
+an ``UnsetSecret`` (``notifier.unset``), which raises ``ConfigError`` if it is ever read.
 """
 
 from __future__ import annotations
@@ -22,21 +27,23 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from notifier._model import Frozen
+from notifier.config_errors import describe, format_loc
+from notifier.config_needs import ALL_SECRETS, Deferred, Needs, Unresolved
 from notifier.detect.settings import DetectionSettings, HealthSettings
 from notifier.errors import ConfigError
 from notifier.logs import LoggingSettings
 from notifier.redis_client import RedisSettings
 from notifier.server.settings import ServerSettings
-from notifier.sinks.config import PLUGIN_TAG, SinkSettings, validate_plugins
-from notifier.sinks.registry import BUILTIN_SINKS
+from notifier.sinks.config import SinkSettings, validate_plugins
 from notifier.storm.settings import ClusterAuth, ClusterFilters, ClusterSettings, HarnessType
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from pydantic_core import ErrorDetails
+    from notifier.config_needs import Loc
 
 __all__ = [
+    "ALL_SECRETS",
     "DEFAULT_CONFIG_PATH",
     "ClusterAuth",
     "ClusterFilters",
@@ -45,6 +52,7 @@ __all__ = [
     "HarnessType",
     "HealthSettings",
     "LoggingSettings",
+    "Needs",
     "RedisSettings",
     "ServerSettings",
     "Settings",
@@ -106,9 +114,15 @@ def resolve_config_path(path: str | os.PathLike[str] | None, environ: Mapping[st
 
 
 def load_settings(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    needs: Needs = ALL_SECRETS,
 ) -> Settings:
-    """Read, expand, override and validate the configuration; ``ConfigError`` on any problem."""
+    """Read, expand, override and validate the configuration; ``ConfigError`` on any problem.
+
+    ``needs``: the secrets the caller uses (default: all); see ``Needs``.
+    """
     env = dict(os.environ if environ is None else environ)
     source = resolve_config_path(path, env)
     try:
@@ -119,10 +133,16 @@ def load_settings(
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read the config file: {_reason(exc)}") from None
-    return settings_from_text(text, env, source=str(source))
+    return settings_from_text(text, env, source=str(source), needs=needs)
 
 
-def settings_from_text(text: str, environ: Mapping[str, str], *, source: str) -> Settings:
+def settings_from_text(
+    text: str,
+    environ: Mapping[str, str],
+    *,
+    source: str,
+    needs: Needs = ALL_SECRETS,
+) -> Settings:
     """Validate a YAML document; ``source`` names it in errors."""
     try:
         document = yaml.safe_load(text)
@@ -135,28 +155,32 @@ def settings_from_text(text: str, environ: Mapping[str, str], *, source: str) ->
         document = {}
     if not isinstance(document, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
-    expanded = _expand(document, environ, source, ())
-    origins: dict[tuple[str | int, ...], str] = {}
+    deferred = Deferred(needs, document, lambda loc: f"{source}: {format_loc(loc)}")
+    expanded = _expand(document, environ, source, (), deferred)
+    origins: dict[Loc, str] = {}
     _apply_overrides(expanded, environ, origins, source)
     try:
         settings = Settings.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, origins)) from None
+        raise ConfigError(describe(exc, source=source, origins=origins, root=Settings)) from None
     try:
         sinks = validate_plugins(settings.sinks)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return settings.model_copy(update={"sinks": sinks})
+    settings = settings.model_copy(update={"sinks": sinks})
+    return deferred.seal(settings, overridden=origins)
 
 
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand(node: Any, environ: Mapping[str, str], source: str, loc: tuple[str | int, ...]) -> Any:
+def _expand(
+    node: Any, environ: Mapping[str, str], source: str, loc: Loc, deferred: Deferred
+) -> Any:
     if isinstance(node, dict):
-        return {k: _expand(v, environ, source, (*loc, str(k))) for k, v in node.items()}
+        return {k: _expand(v, environ, source, (*loc, str(k)), deferred) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand(v, environ, source, (*loc, i)) for i, v in enumerate(node)]
+        return [_expand(v, environ, source, (*loc, i), deferred) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
 
@@ -171,18 +195,23 @@ def _expand(node: Any, environ: Mapping[str, str], source: str, loc: tuple[str |
             return default
         if value is not None:
             return value
+        if deferred.allows(loc):
+            raise Unresolved(name)
         raise ConfigError(
-            f"{source}: {_format_loc(loc)}: environment variable {name} is not set"
+            f"{source}: {format_loc(loc)}: environment variable {name} is not set"
             " (write ${" + name + ":-default} for a default)"
         )
 
-    return _VAR.sub(substitute, node)
+    try:
+        return _VAR.sub(substitute, node)
+    except Unresolved as unset:
+        return deferred.stand_in(loc, node, unset.variable)
 
 
 def _apply_overrides(
     document: dict[str, Any],
     environ: Mapping[str, str],
-    origins: dict[tuple[str | int, ...], str],
+    origins: dict[Loc, str],
     source: str,
 ) -> None:
     for var in sorted(environ):
@@ -205,9 +234,7 @@ def _env_value(raw: str) -> Any:
     return raw
 
 
-def _set_path(
-    document: dict[str, Any], parts: list[str], value: Any, var: str, source: str
-) -> tuple[str | int, ...]:
+def _set_path(document: dict[str, Any], parts: list[str], value: Any, var: str, source: str) -> Loc:
     node: Any = document
     loc: list[str | int] = []
     for depth, part in enumerate(parts):
@@ -216,7 +243,7 @@ def _set_path(
             index = _list_index(node, part)
             if index is None:
                 raise ConfigError(
-                    f"{var}: {_format_loc(tuple(loc))} has no item {part!r} in {source}"
+                    f"{var}: {format_loc(tuple(loc))} has no item {part!r} in {source}"
                     " (use its index or its name)"
                 )
             loc.append(index)
@@ -226,7 +253,7 @@ def _set_path(
                 node = node[index]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"{var}: {_format_loc(tuple(loc))} is not a section in {source}")
+            raise ConfigError(f"{var}: {format_loc(tuple(loc))} is not a section in {source}")
         loc.append(part)
         if last:
             node[part] = value
@@ -245,63 +272,6 @@ def _list_index(items: list[Any], part: str) -> int | None:
         if isinstance(name, str) and name.replace("-", "_") == part.replace("-", "_"):
             return index
     return None
-
-
-_MESSAGES = {
-    "extra_forbidden": "unknown key",
-    "missing": "required key is missing",
-}
-
-
-def _unknown_sink_type() -> str:
-    return f"unknown sink type (built in: {', '.join(BUILTIN_SINKS)})"
-
-
-def _describe(
-    exc: ValidationError, source: str, origins: Mapping[tuple[str | int, ...], str]
-) -> str:
-    errors = exc.errors(include_input=False, include_url=False)
-    # "at least 1 item after validation" only echoes a failing item reported on its own.
-    errors = [
-        err
-        for err in errors
-        if err["type"] != "too_short"
-        or not any(
-            len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"]
-            for o in errors
-        )
-    ]
-    parts = [_describe_one(err, origins) for err in errors[:3]]
-    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-    return f"{source}: " + "; ".join(parts) + more
-
-
-def _describe_one(err: ErrorDetails, origins: Mapping[tuple[str | int, ...], str]) -> str:
-    loc = _strip_tags(err["loc"])
-    message = _unknown_sink_type() if err["type"] == "sink_type" else err["msg"]
-    message = _MESSAGES.get(err["type"], message)
-    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    message = message[:1].lower() + message[1:]
-    where = _format_loc(loc) or "(top level)"
-    origin = next((var for key, var in origins.items() if loc[: len(key)] == key), None)
-    return f"{where}: {message}" + (f" (from {origin})" if origin else "")
-
-
-def _strip_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    # A discriminated union adds the tag ("webhook") after the list index; users never wrote it.
-    out: list[str | int] = []
-    for i, part in enumerate(loc):
-        if i >= 2 and loc[0] == "sinks" and i == 2 and part in (*BUILTIN_SINKS, PLUGIN_TAG):
-            continue
-        out.append(part)
-    return tuple(out)
-
-
-def _format_loc(loc: tuple[str | int, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _reason(exc: BaseException) -> str:

@@ -28,13 +28,23 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Render seconds the way they are written in the config (``1.5s``, ``500ms``, ``2m``)."""
+    """Render seconds the way they are written in the config: ``500ms``, ``1.5s``, ``2m``,
+    ``1h``, ``1d`` (the largest unit that divides them; ``90s`` stays ``90s``, ``0`` is ``0s``).
+    ``parse_duration`` reads each result back."""
     if seconds and seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    for unit, size in (("h", 3600), ("m", 60)):
+        return f"{_number(seconds * 1000)}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
+            return f"{_number(seconds / size)}{unit}"
+    return f"{_number(seconds)}s"
+
+
+def _number(value: float) -> str:
+    """12 significant digits, never an exponent (``parse_duration`` takes none)."""
+    text = f"{value:.12g}"
+    if "e" in text:
+        text = f"{value:.9f}".rstrip("0").rstrip(".")
+    return text
 
 
 def spoken_duration(ms: int) -> str:

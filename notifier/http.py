@@ -22,8 +22,11 @@ poll anyway, so a 425 costs nothing to retry; a delivery follows the receiver co
 from __future__ import annotations
 
 import email.utils
+import errno
 import math
 import re
+import socket
+import ssl
 
 import aiohttp
 
@@ -86,9 +89,30 @@ def transport_reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        return _connect_reason(exc.os_error)
     detail = _URL.sub(lambda m: redact_url(m.group(0)), " ".join(str(exc).split()))[:200]
     return f"transport error: {type(exc).__name__}" + (f": {detail}" if detail else "")
+
+
+_CONNECT_ERRNOS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "connect timed out",
+}
+
+
+def _connect_reason(error: OSError) -> str:
+    """``connection refused``, ``cannot resolve the host``...: the cause, not asyncio's text."""
+    if isinstance(error, socket.gaierror):
+        return "cannot resolve the host name"
+    if isinstance(error, ssl.SSLError | ssl.CertificateError):
+        return f"TLS handshake failed ({error.__class__.__name__})"
+    known = _CONNECT_ERRNOS.get(error.errno or 0)
+    if known is None and isinstance(error, ConnectionRefusedError):
+        known = "connection refused"
+    return known or f"cannot connect ({error.strerror or type(error).__name__})"
 
 
 def redact_url(url: str) -> str:

@@ -10,7 +10,18 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-__all__ = ["ClusterKeys", "sink_group", "slack_pace"]
+__all__ = [
+    "HISTORY_EVERY",
+    "HISTORY_STREAMS",
+    "ClusterKeys",
+    "sink_group",
+    "slack_pace",
+]
+
+HISTORY_EVERY = 20.0
+"""Seconds between two audience samples in ``P:{C}:history``."""
+HISTORY_STREAMS = 20
+"""Streams per audience sample (the largest audiences)."""
 
 
 def sink_group(sink: str) -> str:
@@ -95,6 +106,29 @@ class ClusterKeys:
     def meta(self) -> str:
         """Hash: generation, sequence, epoch, polls, polled_at, commit (``detect.store``)."""
         return f"{self.base}:meta"
+
+    @property
+    def status(self) -> str:
+        """Hash: the newest poll cycle, written by the leading poller after each one (``at`` ms,
+        ``duration`` s, ``complete`` 1/0, ``reason``, ``events``, ``tracked``, ``streams``,
+        ``owner``; ``tracked`` and ``streams`` are left as they were when the poller does not
+        know them yet, ``streams`` is 0 with stream events off: ``detect.report``). What the
+        status model shows; never read by the data path."""
+        return f"{self.base}:status"
+
+    @property
+    def history(self) -> str:
+        """List: audience samples, newest first, at most one per ``HISTORY_EVERY`` seconds of
+        the wall clock (one per slot ``at // HISTORY_EVERY``) and an hour of them (JSON
+        ``{"at": ms, "seq": n, "tracked": n, "streams": [[app, key, viewers], ...]}``, the top
+        ``HISTORY_STREAMS`` streams, largest first). For the console's charts."""
+        return f"{self.base}:history"
+
+    def sink_state(self, sink: str) -> str:
+        """Hash: what one sink's worker of this cluster last saw (``paused`` reason,
+        ``last_error``, ``last_error_at`` ms, ``last_delivered_at`` ms); written at most about
+        once a second and on every change of ``paused``. For the status model."""
+        return f"{self.base}:sinkstate:{sink}"
 
     @property
     def lease(self) -> str:

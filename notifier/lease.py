@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from notifier.redis_client import AnyRedis
 
-__all__ = ["Lease", "new_owner_id"]
+__all__ = ["Lease", "new_owner_id", "owner_of"]
 
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
@@ -35,6 +35,11 @@ return 0
 """
 
 
+def owner_of(value: str) -> str:
+    """The owner id in a lease value ``owner:token``."""
+    return value.rsplit(":", 1)[0]
+
+
 def new_owner_id() -> str:
     """A name for this poller that no other process shares: host, pid and a random part."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -50,6 +55,7 @@ class Lease:
         self._fence = fence
         self._owner = owner
         self._ttl_ms = max(int(ttl * 1000), 1)
+        self._redis = redis
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self.value: str | None = None
@@ -73,6 +79,13 @@ class Lease:
         value, self.value = self.value, None
         if value is not None:
             await self._release(keys=[self._key], args=[value])
+
+    async def holder(self) -> str | None:
+        """The owner id of whoever holds the lease now; None if nobody does."""
+        value = await self._redis.get(self._key)
+        if value is None:
+            return None
+        return owner_of(value.decode() if isinstance(value, bytes) else str(value))
 
     def forget(self) -> None:
         """Stop believing we hold the lease (a commit was fenced, or Redis was lost)."""

@@ -3,24 +3,62 @@
 Pollers and sink workers update counters as they go; the gauges that describe Redis (how far
 each sink lags behind its stream, how many dead letters wait) are read when /metrics is
 scraped.
+
+Counters and histograms are exported without their ``_created`` series (the Unix time each
+labelled child was first used, which doubles the number of series and which Prometheus does
+not need to compute rates): the metrics live in a private registry, and ``registry`` (what
+``/metrics`` serves) sees them through a view that leaves those samples out. The library's
+own switch for this (``disable_created_metrics()``) is process-wide state; the view is not.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from prometheus_client.metrics_core import Metric
+
+__all__ = ["TOP_STREAMS", "Metrics"]
 
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15)
+TOP_STREAMS = 20  # streams per cluster with a notifier_stream_viewers series: the largest
+
+
+class _WithoutCreated:
+    """A collector that yields another registry's metrics minus their ``_created`` samples."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        """Each family of the source, as a copy without its ``_created`` samples."""
+        for family in self._source.collect():
+            created = family.name + "_created"
+            trimmed = copy.copy(family)
+            trimmed.samples = [sample for sample in family.samples if sample.name != created]
+            yield trimmed
+
+    def describe(self) -> Iterator[Metric]:
+        """The same families: a registry this is added to can refuse clashing names."""
+        return self.collect()
 
 
 class Metrics:
-    """Every metric storm-notifier exports."""
+    """Every metric storm-notifier exports.
+
+    ``registry`` is what to expose (``generate_latest(metrics.registry)``): pass one in to
+    expose these metrics beside others, else the instance makes its own.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        r = CollectorRegistry()  # the metrics themselves, exposed through the view at the end
         self.polls = Counter(
             "notifier_polls",
             "Polls of a Storm cluster by outcome: complete, incomplete, committed, dropped, fenced",
@@ -90,3 +128,34 @@ class Metrics:
             ["cluster"],
             registry=r,
         )
+        self.streams = Gauge(
+            "notifier_streams",
+            "Live audiences (streams with at least one viewer) after the last committed poll",
+            ["cluster"],
+            registry=r,
+        )
+        self.stream_viewers = Gauge(
+            "notifier_stream_viewers",
+            f"Audience of the {TOP_STREAMS} largest streams after the last committed poll",
+            ["cluster", "application", "stream"],
+            registry=r,
+        )
+        self._charted: dict[str, set[tuple[str, str]]] = {}  # cluster -> streams with a series
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(_WithoutCreated(r))
+
+    def set_audiences(
+        self, cluster: str, live: int, largest: Iterable[tuple[str, str, int]]
+    ) -> None:
+        """After a committed poll: ``live`` audiences, and ``largest`` as
+        ``(applicationId, streamKey, viewers)``, largest first, of which the first
+        ``TOP_STREAMS`` get a series; a stream that is no longer among them loses its series
+        (so the number of series stays bounded however many streams come and go)."""
+        self.streams.labels(cluster).set(live)
+        shown: set[tuple[str, str]] = set()
+        for application, stream, viewers in itertools.islice(largest, TOP_STREAMS):
+            self.stream_viewers.labels(cluster, application, stream).set(viewers)
+            shown.add((application, stream))
+        for application, stream in self._charted.get(cluster, set()) - shown:
+            self.stream_viewers.remove(cluster, application, stream)
+        self._charted[cluster] = shown

@@ -1,9 +1,11 @@
 """``notifier run``: supervised pollers (one per cluster) and sink workers (one per sink and
 cluster) until SIGINT/SIGTERM; SIGHUP resumes paused sinks.
 
-A task that crashes is logged and restarted with backoff, never silently gone. On stop, each
-poller finishes the poll in hand and commits it, each worker finishes the deliveries in hand
-and acknowledges them; leases are given back, clients closed, and one summary line logged.
+A task that crashes is logged and restarted with backoff, never silently gone. A stop is said
+at once (``service.stopping``); then each poller abandons a poll still fetching (an incomplete
+poll changes nothing) or finishes the commit in hand, each worker finishes the deliveries in
+hand and acknowledges them; leases are given back, clients closed, and one summary line logged.
+Nothing waits on Storm: the grace a stop gives is for commits and deliveries (``stop_grace``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import structlog
 
 from notifier._aio import wait_event
 from notifier.detect.poller import Poller
+from notifier.detect.report import StatusWriter
 from notifier.detect.store import StateStore
 from notifier.keys import ClusterKeys
 from notifier.lease import Lease, new_owner_id
@@ -39,13 +42,24 @@ if TYPE_CHECKING:
     from notifier.redis_client import AnyRedis
     from notifier.sinks.base import Sink
 
-__all__ = ["Role", "Service", "run_service", "supervise"]
+__all__ = ["Role", "Service", "run_service", "stop_grace", "supervise"]
 
 log = structlog.get_logger("notifier.service")
 
 Role = Literal["all", "poller", "sinks"]
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 STOP_GRACE = 10.0
+"""Seconds a stop waits for a poller's commit in hand (and its checkpoint)."""
+
+
+def stop_grace(settings: Settings, role: Role) -> float:
+    """How long a stop waits for the work in hand before it cuts it short: a poller's commit
+    (``STOP_GRACE``), a sink's slowest delivery. Never ``poll_budget``: a fetch is abandoned."""
+    grace = STOP_GRACE
+    if role in ("all", "sinks"):
+        for sink in settings.sinks:
+            grace = max(grace, sink.delivery_needs().worst_delivery)
+    return grace
 
 
 async def supervise(
@@ -115,41 +129,46 @@ class Service:
                 control.resume()
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Run until ``stop`` is set; then stop gracefully and log one summary line."""
+        """Run until ``stop`` is set; then say so at once, stop gracefully and log one summary
+        line."""
         settings, role = self.settings, self.role
         loop = asyncio.get_running_loop()
         on_hup = _sighup_handled(loop, self.resume_sinks)
+        grace = stop_grace(settings, role)
+        announce = asyncio.create_task(_say_stopping(stop, role=role, grace=grace))
         pending: set[asyncio.Task[None]] = set()
-        async with AsyncExitStack() as stack:
-            if self.redis is None:
-                self.redis = connect_redis(settings.redis)
-                stack.push_async_callback(self.redis.aclose)
-            redis = self.redis
-            if self._with_endpoint:  # first: /healthz answers even while Redis is away
-                await self._start_endpoint(stack, redis)
-            if settings.sinks and not await ensure_groups(redis, settings, stop):
-                return 0
-            tasks: list[asyncio.Task[None]] = []
-            if role in ("all", "poller"):
-                tasks += await self._start_pollers(stack, redis, stop)
-            if role in ("all", "sinks"):
-                tasks += await self._start_sinks(stack, redis, stop)
-            log.info(
-                "service.started",
-                role=role,
-                owner=self.owner,
-                clusters=[c.name for c in settings.clusters],
-                sinks=sorted(self.sinks),
-            )
-            await stop.wait()
-            grace = max(c.poll_budget for c in settings.clusters) + STOP_GRACE
-            if tasks:
-                _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        if on_hup:
-            loop.remove_signal_handler(signal.SIGHUP)
+        try:
+            async with AsyncExitStack() as stack:
+                if self.redis is None:
+                    self.redis = connect_redis(settings.redis)
+                    stack.push_async_callback(self.redis.aclose)
+                redis = self.redis
+                if self._with_endpoint:  # first: /healthz answers even while Redis is away
+                    await self._start_endpoint(stack, redis)
+                if settings.sinks and not await ensure_groups(redis, settings, stop):
+                    return 0
+                tasks: list[asyncio.Task[None]] = []
+                if role in ("all", "poller"):
+                    tasks += await self._start_pollers(stack, redis, stop)
+                if role in ("all", "sinks"):
+                    tasks += await self._start_sinks(stack, redis, stop)
+                log.info(
+                    "service.started",
+                    role=role,
+                    owner=self.owner,
+                    clusters=[c.name for c in settings.clusters],
+                    sinks=sorted(self.sinks),
+                )
+                await stop.wait()
+                if tasks:
+                    _, pending = await asyncio.wait(tasks, timeout=grace)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            announce.cancel()
+            if on_hup:
+                loop.remove_signal_handler(signal.SIGHUP)
         log.info(
             "service.stopped",
             role=role,
@@ -184,6 +203,7 @@ class Service:
                     redis, keys.lease, keys.fence, self.owner, ttl=settings.detection.leader_lease
                 ),
                 metrics=self.metrics,
+                status=StatusWriter(redis, keys, self.owner),
             )
             self.pollers.append(poller)
             tasks.append(
@@ -245,6 +265,13 @@ class Service:
             return
         self.endpoint = endpoint
         stack.push_async_callback(endpoint.aclose)
+
+
+async def _say_stopping(stop: asyncio.Event, *, role: Role, grace: float) -> None:
+    """``service.stopping`` the moment ``stop`` is set, whatever the service is doing then
+    (waiting for Redis at start-up, polling, delivering)."""
+    await stop.wait()
+    log.info("service.stopping", role=role, grace=grace)
 
 
 def _sighup_handled(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:

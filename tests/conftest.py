@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -53,6 +54,15 @@ async def scripted_storm(routes: Mapping[tuple[str, str], Handler]) -> AsyncIter
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """A minimal environment for a child ``python -m notifier``: PATH, HOME and LANG, plus
+    coverage's ``COVERAGE_*`` variables, so that a ``--cov`` run measures the child too
+    (``[tool.coverage.run] patch = ["subprocess"]``), and ``extra``."""
+    kept = ("PATH", "HOME", "LANG", "SYSTEMROOT")
+    env = {k: v for k, v in os.environ.items() if k in kept or k.startswith("COVERAGE_")}
+    return {**env, **extra}
 
 
 def free_port() -> int:

@@ -129,6 +129,23 @@ async def test_server_trouble_during_login_is_retryable() -> None:
     assert await auth.token() == "tok-4"
 
 
+async def test_a_login_limited_by_the_server_waits_its_retry_after_and_says_how_long() -> None:
+    """A 429 with Retry-After 40: no login before 40 s, and each refusal carries the time left."""
+    server, clock = FakeServer(), FakeClock()
+    server.script.append(LoginResponse(status=429, body=b"{}", retry_after="40"))
+    auth = make_auth(server, clock)
+    with pytest.raises(RetryableFailure, match="Storm allows 5 logins a minute") as info:
+        await auth.token()
+    assert info.value.retry_after == 40.0
+    clock.now += 30
+    with pytest.raises(RetryableFailure) as info:
+        await auth.token()
+    assert info.value.retry_after == pytest.approx(10.0)
+    assert server.calls == 1
+    clock.now += 10
+    assert await auth.token() == "tok-2"
+
+
 @pytest.mark.parametrize(
     ("response", "error"),
     [

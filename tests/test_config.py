@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from notifier.config import Settings, load_settings, resolve_config_path, settings_from_text
@@ -89,14 +92,28 @@ def test_bad_durations_are_rejected(text: object) -> None:
 
 
 def test_format_duration_round_trips() -> None:
-    """Durations print the way they are written."""
-    assert [format_duration(s) for s in (0.5, 5, 120, 3600, 90)] == [
+    """Durations print the way they are written, in the largest unit that divides them."""
+    seconds = (0, 0.5, 5, 120, 3600, 90, 86400, 172800, 90000, 1.5, 123456.789)
+    assert [format_duration(s) for s in seconds] == [
+        "0s",
         "500ms",
         "5s",
         "2m",
         "1h",
         "90s",
+        "1d",
+        "2d",
+        "25h",
+        "1.5s",
+        "123456.789s",
     ]
+
+
+@given(st.floats(min_value=0, max_value=1e12, allow_nan=False))
+def test_every_formatted_duration_parses_back(seconds: float) -> None:
+    """What check-config prints is a duration the config reads back as the same seconds."""
+    back = parse_duration(format_duration(seconds))
+    assert math.isclose(back, seconds, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_example_config_is_valid_and_documents_every_key() -> None:
@@ -191,14 +208,49 @@ def test_bad_env_override_names_the_variable() -> None:
     assert "NOTIFIER_CLUSTERS__US_2__TIMEOUT" in message
     assert "no item 'us_2'" in message
     message = error_of(MINIMAL, {"NOTIFIER_REDIS__URLL": "redis://x"})
-    assert "redis.urll: unknown key (from NOTIFIER_REDIS__URLL)" in message
+    assert message == "NOTIFIER_REDIS__URLL: unknown key redis.urll (did you mean `url`?)"
+
+
+def test_an_unknown_section_from_the_environment_blames_the_variable() -> None:
+    """A misspelt section in a variable name is that variable's fault, not the file's."""
+    message = error_of(MINIMAL, {"NOTIFIER_LOGGINGG__LEVEL": "debug"})
+    assert message == "NOTIFIER_LOGGINGG__LEVEL: unknown key loggingg (did you mean `logging`?)"
+    both = error_of(MINIMAL + "    pol_interval: 5s\n", {"NOTIFIER_SERVER__LISTN": "x"})
+    assert both == (
+        "test.yaml: clusters[0].pol_interval: unknown key (did you mean `poll_interval`?);"
+        " NOTIFIER_SERVER__LISTN: unknown key server.listn (did you mean `listen`?)"
+    )
 
 
 def test_unknown_key_names_file_and_key() -> None:
     """Typos are errors that name the file and the full key."""
     message = error_of(MINIMAL + "    pol_interval: 5s\n")
-    assert message == "test.yaml: clusters[0].pol_interval: unknown key"
-    assert "unknown key" in error_of("colour: blue\n" + MINIMAL)
+    assert (
+        message
+        == "test.yaml: clusters[0].pol_interval: unknown key (did you mean `poll_interval`?)"
+    )
+    assert error_of("colour: blue\n" + MINIMAL) == "test.yaml: colour: unknown key"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("detecton: {}\n", "detecton: unknown key (did you mean `detection`?)"),
+        ("    auth2: {}\n", "clusters[0].auth2: unknown key (did you mean `auth`?)"),
+        ("detection: {helth: {}}\n", "detection.helth: unknown key (did you mean `health`?)"),
+        (
+            "sinks: [{name: a, type: slack, webhook_url: 'https://h/x', group_wiat: 1s}]\n",
+            "sinks[0].group_wiat: unknown key (did you mean `group_wait`?)",
+        ),
+        (
+            "sinks: [{name: a, type: stdout, formt: text}]\n",
+            "sinks[0].formt: unknown key (did you mean `format`?)",
+        ),
+    ],
+)
+def test_unknown_keys_suggest_the_closest_valid_one(extra: str, expected: str) -> None:
+    """An unknown key anywhere, sink items included, comes with the closest valid key."""
+    assert error_of(MINIMAL + extra) == f"test.yaml: {expected}"
 
 
 @pytest.mark.parametrize(

@@ -226,11 +226,13 @@ async def test_dead_letters_can_be_listed_redriven_and_purged(
             "dlq", "redrive", "--sink", "hooks", "--config", str(config)
         )
         assert status == 0, err
-        assert "redrive: 6/6 delivered, 0 failed" in err
+        assert "redrive: 6 of 6 events delivered, 0 failed" in err
         assert sorted(e["id"] for e in first_receipts(receiver)) == sorted(e["id"] for e in events)
         assert await redis.xlen(KEYS.dlq("hooks")) == 0
         await redis.xadd(KEYS.dlq("hooks"), {"event": b"{}", "reason": b"x"})
-        status, out, _ = await notifier("dlq", "purge", "--sink", "hooks", "--config", str(config))
+        status, out, _ = await notifier(
+            "dlq", "purge", "--sink", "hooks", "--yes", "--config", str(config)
+        )
         assert (status, out) == (0, "purged 1 dead letters of sink hooks\n")
         assert await redis.xlen(KEYS.dlq("hooks")) == 0
 

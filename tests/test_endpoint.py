@@ -5,17 +5,29 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import aiohttp
+import msgspec
 import pytest
+from aiohttp.test_utils import TestServer
 
+from notifier.config import Settings
+from notifier.keys import ClusterKeys
+from notifier.metrics import Metrics
+from notifier.server.endpoint import Endpoint
 from notifier.simulator import PopulationSettings, SimulatorSettings, running_simulator
+from notifier.sinks.control import SinkControl
+from notifier.status import Status
 
 from .conftest import free_port
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
+
+    from redis.asyncio import Redis
 
     from testkit.redis_procs import RedisServer
 
@@ -117,3 +129,106 @@ async def test_metrics_move_and_readiness_follows_redis(
             if service.returncode is None:
                 service.kill()
                 await service.wait()
+
+
+# --- /api/status and the causes in /readyz ----------------------------------------------------
+
+EU_1 = ClusterKeys("notifier", "eu-1")
+
+
+def two_sinks(redis_url: str) -> Settings:
+    """Cluster eu-1 and the sinks ``out`` and ``ops``, the endpoint on loopback."""
+    return Settings.model_validate(
+        {
+            "redis": {"url": redis_url},
+            "clusters": [
+                {"name": "eu-1", "base_url": "http://127.0.0.1:9", "auth": {"token": "t"}}
+            ],
+            "sinks": [{"name": "out", "type": "stdout"}, {"name": "ops", "type": "stdout"}],
+            "server": {"listen": "127.0.0.1:0"},
+        }
+    )
+
+
+@asynccontextmanager
+async def serving(
+    redis_url: str,
+    redis: Redis,
+    *,
+    polling: bool = True,
+    sinks: Mapping[str, SinkControl] | None = None,
+) -> AsyncIterator[str]:
+    """The real endpoint application on 127.0.0.1; yields its base URL."""
+    endpoint = Endpoint(two_sinks(redis_url), redis, Metrics(), sinks or {}, polling=polling)
+    server = TestServer(endpoint.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def test_api_status_is_the_model_and_readyz_gives_the_same_causes(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    """/api/status is the status model as JSON; /readyz lists the same problem lines, the
+    failed login and the paused sink included; with Redis down both answer 503 with the
+    reason (JSON for the API)."""
+    await failed_login(redis)
+    await redis.hset(EU_1.sink_state("ops"), "paused", "slack: invalid_auth (token revoked)")
+    async with serving(redis_server.url, redis) as base, aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/api/status") as response:
+            assert response.status == 200
+            assert response.content_type == "application/json"
+            status = msgspec.json.decode(await response.read(), type=Status)
+        assert [c.name for c in status.clusters] == ["eu-1"]
+        assert [s.name for s in status.sinks] == ["out", "ops"]
+        assert status.problems == [
+            "cluster eu-1: not polled yet: storm: login failed (401)",
+            "sink ops: paused: slack: invalid_auth (token revoked)",
+        ]
+        code, body = await get(http, f"{base}/readyz")
+        assert (code, body.splitlines()) == (503, ["not ready", *status.problems])
+
+        redis_server.stop()
+        async with http.get(f"{base}/api/status") as response:
+            assert response.status == 503
+            assert response.content_type == "application/json"
+            error = (await response.json())["error"]
+        assert error.startswith("redis: unreachable (")
+        code, body = await get(http, f"{base}/readyz")
+        assert code == 503
+        assert body.splitlines()[1].startswith("redis: unreachable (")
+
+
+async def failed_login(redis: Redis) -> None:
+    """The poll cycle the leading poller of eu-1 writes when its login is refused."""
+    await redis.hset(
+        EU_1.status,
+        mapping={
+            "at": 1,
+            "duration": "0.2",
+            "complete": "0",
+            "reason": "storm: login failed (401)",
+        },
+    )
+    await redis.set(EU_1.lease, "host-1-abcd:1")
+
+
+async def test_a_sinks_only_replica_is_ready_whatever_the_pollers_do(
+    redis_url: str, redis: Redis
+) -> None:
+    """--role sinks: /readyz leaves the clusters out, but a sink paused here counts even
+    before its report reaches Redis, and once it is there it is one line, not two."""
+    await failed_login(redis)
+    control = SinkControl("out")
+    async with (
+        serving(redis_url, redis, polling=False, sinks={"out": control}) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        assert await get(http, f"{base}/readyz") == (200, "ready\n")
+        control.pause("HTTP 410 (Gone: the endpoint was removed)")
+        line = "sink out: paused: HTTP 410 (Gone: the endpoint was removed)"
+        assert await get(http, f"{base}/readyz") == (503, f"not ready\n{line}\n")
+        await redis.hset(EU_1.sink_state("out"), "paused", control.paused or "")
+        assert await get(http, f"{base}/readyz") == (503, f"not ready\n{line}\n")

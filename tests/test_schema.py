@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from notifier.commands.schema import SCHEMA_DIALECT, config_schema
 from notifier.config import load_settings, settings_from_text
 from notifier.errors import ConfigError
+from tests.conftest import bare_env
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -183,8 +183,7 @@ def test_secret_defaults_are_shown_unmasked() -> None:
 
 def test_config_schema_command_prints_the_schema(tmp_path: Path) -> None:
     """`python -m notifier config-schema` exits 0 with the schema on stdout, reading no config."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
-    env["NOTIFIER_CONFIG"] = str(tmp_path / "missing.yaml")
+    env = bare_env(NOTIFIER_CONFIG=str(tmp_path / "missing.yaml"))
     result = subprocess.run(
         [sys.executable, "-m", "notifier", "config-schema"],
         cwd=tmp_path,

@@ -32,11 +32,13 @@ from notifier.simulator import (
     PopulationSettings,
     Ramp,
     RunningSimulator,
+    Simulator,
     SimulatorSettings,
     ViewerQuery,
     health_grade,
     running_simulator,
 )
+from notifier.simulator.population import INITIAL_MAX_MS, INITIAL_MIN_MS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, MutableMapping
@@ -1043,18 +1045,44 @@ async def test_a_ramp_grows_its_stream_to_the_asked_size_then_ends_it(
 
 
 async def test_record_times_start_at_the_simulator_clock(http: aiohttp.ClientSession) -> None:
-    """startTime and generatedAt are recent by the simulator's clock, not a fixed epoch."""
+    """startTime and generatedAt are recent by the simulator's clock, not a fixed epoch: the
+    audience there at the start has watched for a minute to three hours, a viewer who joins
+    later starts within the tick it joined."""
     clock = FakeClock(1_790_000_000.0)
     now_ms = 1_790_000_000_000
     async with running_simulator(settings(viewers=300), ROWS, clock=clock) as running:
         generated_at, records = await served(http, running)
         assert generated_at == now_ms
-        assert all(now_ms - 3_600_000 <= r["startTime"] <= now_ms for r in records)
-        running.population.step()
+        started = [now_ms - r["startTime"] for r in records]
+        assert all(INITIAL_MIN_MS <= age <= INITIAL_MAX_MS for age in started)
+        assert max(started) - min(started) > 2 * 3_600_000  # spread over the hours
+        before = {r["id"] for r in records}
+        joined = {c.viewer_id for c in running.population.step() if c.kind == "joined"}
         generated_at, records = await served(http, running)
         assert generated_at == now_ms + 1000
         for record in records:
             assert_documented(record, generated_at)
+        newcomers = [r for r in records if r["id"] in joined - before]
+        assert newcomers
+        assert all(now_ms <= r["startTime"] <= generated_at for r in newcomers)
+
+
+def test_one_seed_plays_the_same_audience_at_any_clock() -> None:
+    """Two simulators of one seed started a year apart serve the same viewers and changes;
+    the only difference is their clock origin: every time is shifted by the year."""
+    year_ms = 365 * 86_400_000
+    twins = [
+        Simulator(settings(viewers=400, seed=11), clock=FakeClock(1_790_000_000.0 + offset))
+        for offset in (0.0, year_ms / 1000)
+    ]
+    histories = [[t.population.step() for _ in range(20)] for t in twins]
+    assert histories[0] == histories[1]
+    early, late = (t.population.records() for t in twins)
+    assert [r["id"] for r in early] == [r["id"] for r in late]
+    for a, b in zip(early, late, strict=True):
+        assert b["startTime"] - a["startTime"] == year_ms
+        assert {**b, "startTime": a["startTime"]} == a
+    assert twins[1].population.now_ms - twins[0].population.now_ms == year_ms
 
 
 # -- notifier simulate -----------------------------------------------------------------------

@@ -478,16 +478,46 @@ async def test_batch_lookup_falls_back_to_connection_ids() -> None:
     assert set(again.found) == {"v_0001"}
 
 
-async def test_connection_refused_is_retried_then_reported() -> None:
-    """Nobody listening: retried within the budget, then an incomplete poll that says so."""
+async def test_connection_refused_is_named_at_once_then_retried_then_reported() -> None:
+    """Nobody listening: the first retry already says "connection refused" (not a timeout),
+    and so does the incomplete poll at the end of the budget."""
     from .conftest import free_port  # noqa: PLC0415
 
-    settings = _token_settings(f"http://127.0.0.1:{free_port()}", poll_budget="200ms")
+    log = io.StringIO()
+    configure_logging(fmt="json", level="debug", stream=log)
+    settings = _token_settings(f"http://127.0.0.1:{free_port()}", poll_budget="300ms")
     async with client_for(settings) as client:
         poll = await client.poll()
     assert not poll.complete
     assert poll.error is not None
-    assert poll.error.startswith("page 1: cannot connect")
+    assert poll.error.startswith("page 1: connection refused (gave up after")
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    retries = [line for line in lines if line["event"] == "storm.request_retry"]
+    assert retries
+    assert retries[0]["attempt"] == 1
+    assert retries[0]["reason"] == "connection refused"
+
+
+async def test_the_servers_login_limit_is_named_as_the_cause() -> None:
+    """A 429 from the login endpoint says it is Storm's 5 logins a minute, and how long."""
+
+    async def login(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {"message": "Too many login attempts"}, status=429, headers={"Retry-After": "40"}
+        )
+
+    async def viewers(_request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    routes = {("GET", "/api/cluster/viewers"): viewers, ("POST", "/api/auth/login"): login}
+    async with scripted_storm(routes) as url:
+        settings = cluster_settings(url, auth={"username": "admin", "password": "pw"})
+        async with client_for(settings) as client:
+            poll = await client.poll()
+    assert not poll.complete
+    assert poll.error is not None
+    assert "Storm allows 5 logins a minute per address" in poll.error
+    assert "wait 40s" in poll.error
 
 
 async def test_incomplete_polls_keep_what_they_read_but_say_so() -> None:

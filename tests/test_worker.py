@@ -1,5 +1,6 @@
 """Delivery through a SinkWorker on a real redis-server: per-viewer order, retries and dead
-letters, claims from vanished workers, leases, trimmed streams, pause, filters, unreadable entries.
+letters, claims from vanished workers, leases, trimmed streams, pause, filters, unreadable entries,
+and the lane's report for the status model.
 """
 
 from __future__ import annotations
@@ -7,10 +8,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import TYPE_CHECKING, Any
+import random
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+import structlog
 
 from notifier.logs import configure_logging
+from notifier.sinks.control import SinkControl
+from notifier.sinks.lane import LaneReport
 from notifier.sinks.webhook import WebhookSink
+from notifier.sinks.worker import SinkWorker
 from testkit.receivers import Reply, WebhookReceiver
 from testkit.sink_support import (
     KEYS,
@@ -27,7 +35,11 @@ from testkit.sink_support import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
     from redis.asyncio import Redis
+
+    from notifier.sinks.webhook import WebhookSinkSettings
 
 
 async def test_an_outage_delays_but_loses_nothing_and_keeps_viewer_order(redis: Redis) -> None:
@@ -270,3 +282,128 @@ async def test_skip_initial_acknowledges_the_first_polls_events_without_deliveri
             e["id"] for e in events[12:]
         )
         assert await pending(redis, "hooks") == 0
+
+
+# --- what the worker logs and reports ----------------------------------------------------------
+
+
+async def test_a_pause_after_failures_is_not_a_recovery(redis: Redis) -> None:
+    """503 then 410: sink.failing, then sink.paused, and no sink.recovered before it; the first
+    delivery after the resume is the recovery."""
+    events = make_events(1, 1)
+    with structlog.testing.capture_logs() as logs:
+        async with WebhookReceiver(SECRET) as receiver:
+            receiver.respond(Reply(status=503), Reply(status=410))
+            await create_group(redis, "hooks")
+            await publish(redis, events)
+            settings = webhook(receiver.url)
+            async with running_worker(WebhookSink(settings), settings, redis) as control:
+                await control.wait_until(lambda c: c.paused is not None)
+                told = [e["event"] for e in logs if e["event"].startswith("sink.")]
+                control.resume()
+                await receiver.wait_for(1)
+                await control.wait_until(lambda c: c.delivered == 1)
+    assert [e for e in told if e in ("sink.failing", "sink.recovered", "sink.paused")] == [
+        "sink.failing",
+        "sink.paused",
+    ]
+    after = [e["event"] for e in logs if e["event"] in ("sink.recovered", "sink.failing")]
+    assert after == ["sink.failing", "sink.recovered"]
+
+
+@asynccontextmanager
+async def reporting_worker(
+    settings: WebhookSinkSettings, redis: Redis, *, report_every: float
+) -> AsyncIterator[SinkControl]:
+    """A worker of sink ``hooks`` on ``KEYS`` writing its report every ``report_every`` s."""
+    control = SinkControl(settings.name)
+    sink = WebhookSink(settings)
+    worker = SinkWorker(
+        sink,
+        settings,
+        control,
+        cluster=KEYS.cluster,
+        redis=redis,
+        keys=KEYS,
+        owner="test-report",
+        maxlen=100_000,
+        lease_ttl=2.0,
+        claim_idle=2.0,
+        rng=random.Random(0),
+        report_every=report_every,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield control
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await sink.aclose()
+
+
+async def until(check: Callable[[], Awaitable[object]]) -> None:
+    """Until ``check()`` is truthy (asked every 10 ms; the test's timeout bounds it)."""
+    while not await check():
+        await asyncio.sleep(0.01)
+
+
+async def report(redis: Redis) -> LaneReport:
+    """The lane's report as the status model reads it."""
+    fields = await redis.hgetall(KEYS.sink_state("hooks"))
+    return LaneReport.decode(cast("dict[bytes, bytes]", fields))
+
+
+async def test_the_lane_report_says_paused_at_once_with_urls_masked(redis: Redis) -> None:
+    """With reports an hour apart, a pause is still written at once, with the last error and
+    the last delivery, every URL cut to scheme and host; a resume removes it at once; a stale
+    pause left by a dead worker is cleared by the next worker that leads."""
+    await redis.hset(KEYS.sink_state("hooks"), "paused", "left by a dead worker")
+    events = make_events(3, 1)
+    body = b"see https://hooks.example.com/T0/secret-path?token=abc\nthen retry"
+    async with WebhookReceiver(SECRET) as receiver:
+        receiver.respond(Reply(status=200), Reply(status=503), Reply(status=410, body=body))
+        await create_group(redis, "hooks")
+        await publish(redis, events)
+        settings = webhook(receiver.url)
+        async with reporting_worker(settings, redis, report_every=3600) as control:
+            await until(lambda: pause_is(redis, "HTTP 410"))
+            lane = await report(redis)
+            reason = "HTTP 410: see https://hooks.example.com/… then retry (Gone: the endpoint"
+            assert lane.paused == lane.last_error
+            assert lane.paused is not None
+            assert lane.paused.startswith(reason)
+            assert lane.last_error_at is not None
+            assert lane.last_delivered_at is not None
+            assert lane.last_error_at >= lane.last_delivered_at
+            receiver.default = Reply(status=200)
+            control.resume()
+            await until(lambda: pause_is(redis, None))
+            await receiver.wait_for(3)
+    stored = await report(redis)
+    assert "secret-path" not in repr(stored)
+    assert "token=abc" not in repr(stored)
+
+
+async def pause_is(redis: Redis, prefix: str | None) -> bool:
+    """Whether the lane's report says paused with ``prefix`` (None: not paused)."""
+    paused = (await report(redis)).paused
+    return paused is None if prefix is None else (paused or "").startswith(prefix)
+
+
+async def test_a_report_that_cannot_be_written_fails_no_delivery(redis: Redis) -> None:
+    """The report's key holds a string (HSET fails): every event is still delivered and
+    acknowledged, and the failure is logged once."""
+    await redis.set(KEYS.sink_state("hooks"), "not a hash")
+    events = make_events(40, 8)
+    with structlog.testing.capture_logs() as logs:
+        async with WebhookReceiver(SECRET) as receiver:
+            await create_group(redis, "hooks")
+            await publish(redis, events)
+            settings = webhook(receiver.url)
+            async with reporting_worker(settings, redis, report_every=0.01) as control:
+                await receiver.wait_for(40)
+                await control.wait_until(lambda c: c.delivered == 40)
+    assert by_viewer(received_events(receiver)) == by_viewer(events)
+    assert await pending(redis, "hooks") == 0
+    assert [e["event"] for e in logs].count("sink.report_failed") == 1

@@ -14,7 +14,7 @@ import signal
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
-from notifier.config import load_settings
+from notifier.config import ALL_SECRETS, Needs, load_settings
 from notifier.durations import parse_duration
 from notifier.errors import ConfigError
 from notifier.logs import configure_logging
@@ -56,10 +56,31 @@ class Parser(argparse.ArgumentParser):
         """One line on stderr, exit 2."""
         self.exit(EXIT_USAGE, f"notifier: {message} (see '{self.prog} --help')\n")
 
+    @classmethod
+    def config_option(cls, *, top_level: bool) -> Parser:
+        """A parent parser with ``--config PATH``, for the top level or for a command.
 
-def load(args: argparse.Namespace) -> Settings:
-    """The configuration named by ``--config`` (else ``$NOTIFIER_CONFIG``), logging set up."""
-    settings = load_settings(args.config, os.environ)
+        ``notifier --config A snapshot`` and ``notifier snapshot --config A`` both use ``A``;
+        given twice, the later one wins. A command's copy has no default: argparse copies a
+        subparser's defaults over what the top level parsed, so a default of None there would
+        silently undo ``notifier --config A``.
+        """
+        parent = cls(add_help=False)
+        parent.add_argument(
+            "--config",
+            metavar="PATH",
+            default=None if top_level else argparse.SUPPRESS,
+            help="configuration file (default: $NOTIFIER_CONFIG, else config/notifier.yaml)",
+        )
+        return parent
+
+
+def load(args: argparse.Namespace, needs: Needs = ALL_SECRETS) -> Settings:
+    """The configuration named by ``--config`` (else ``$NOTIFIER_CONFIG``), logging set up.
+
+    ``needs``: the secrets the command uses; unset ``${VAR}``s of the others are no error.
+    """
+    settings = load_settings(args.config, os.environ, needs=needs)
     configure_logging(fmt=settings.logging.format, level=settings.logging.level)
     return settings
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, SecretStr
 
 from notifier.commands._common import load
+from notifier.durations import format_duration, parse_duration
 from notifier.errors import NotifierError, StormError
+from notifier.http import redact_url
 from notifier.redis_client import REDIS_ERRORS, connect_redis, redis_reason
 from notifier.sinks.slack import SlackSinkSettings
 from notifier.sinks.slack.answers import outcome
@@ -19,6 +22,7 @@ from notifier.storm import StormClient, create_session
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
 
     from notifier.commands._common import Commands
     from notifier.config import Settings
@@ -31,10 +35,45 @@ CHECK_TIMEOUT = 15.0
 
 
 def masked_summary(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data, every secret replaced by ``**********``."""
-    summary: dict[str, Any] = settings.model_dump(mode="json")
+    """The settings as plain data, as they would be written: durations as ``2s`` or ``1d``,
+    every secret ``**********``, except URLs, shown as scheme and host (``https://host/***``),
+    and the Redis URL with its password masked."""
+    summary: dict[str, Any] = _plain(settings, Any, ())
     summary["redis"]["url"] = settings.redis.display_url()
     return summary
+
+
+def _plain(value: Any, annotation: Any, metadata: Sequence[Any]) -> Any:
+    """``value`` (of a field typed ``annotation`` with ``metadata``) as YAML-ready data."""
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        return {k: _plain(getattr(value, k), f.annotation, f.metadata) for k, f in fields.items()}
+    if isinstance(value, SecretStr):
+        text = value.get_secret_value()
+        return _masked_url(text) if text.startswith(("http://", "https://")) else str(value)
+    if isinstance(value, tuple | list):
+        item = next(iter(get_args(annotation)), Any)
+        return [_plain(v, item, ()) for v in value]
+    if isinstance(value, dict):
+        item = (*get_args(annotation), Any, Any)[1]
+        return {str(k): _plain(v, item, ()) for k, v in value.items()}
+    if isinstance(value, float) and _is_duration(annotation, metadata):
+        return format_duration(value)
+    return value
+
+
+def _is_duration(annotation: Any, metadata: Sequence[Any]) -> bool:
+    """Whether the annotation is ``Seconds`` (``notifier._model``): parsed by parse_duration."""
+    if any(isinstance(m, BeforeValidator) and m.func is parse_duration for m in metadata):
+        return True
+    if get_origin(annotation) is Annotated:
+        return _is_duration(get_args(annotation)[0], annotation.__metadata__)
+    return any(_is_duration(arg, ()) for arg in get_args(annotation))
+
+
+def _masked_url(url: str) -> str:
+    """``https://hooks.slack.com/***``: scheme and host, as ``redact_url`` shows them."""
+    return redact_url(url).removesuffix("…") + "***"
 
 
 async def check_config(settings: Settings, out: TextIO, *, offline: bool = False) -> int:
@@ -61,9 +100,12 @@ async def check_config(settings: Settings, out: TextIO, *, offline: bool = False
 
 
 async def _check_cluster(cluster: ClusterSettings) -> tuple[str, bool]:
+    """Count the viewers, within ``CHECK_TIMEOUT``: as the poll budget, so that a cluster
+    that keeps failing is reported with the cause (``connection refused``, the login limit)."""
     how = "login" if cluster.auth.uses_login else "token"
+    cluster = cluster.model_copy(update={"poll_budget": min(cluster.poll_budget, CHECK_TIMEOUT)})
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT), create_session(cluster) as session:
+        async with asyncio.timeout(CHECK_TIMEOUT + 5), create_session(cluster) as session:
             client = StormClient(cluster, session)
             try:
                 count = await client.count()
@@ -71,8 +113,8 @@ async def _check_cluster(cluster: ClusterSettings) -> tuple[str, bool]:
                 await client.aclose()
     except StormError as exc:
         return f"cluster {cluster.name}: FAILED ({how}): {exc}", False
-    except TimeoutError:
-        return f"cluster {cluster.name}: FAILED: no answer within {CHECK_TIMEOUT:g}s", False
+    except TimeoutError:  # the budget did not cut it: a request that never ended
+        return f"cluster {cluster.name}: FAILED: no answer within {CHECK_TIMEOUT + 5:g}s", False
     viewers = "an unknown number of" if count is None else str(count)
     return f"cluster {cluster.name}: ok ({how}): {viewers} viewers", True
 

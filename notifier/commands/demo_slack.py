@@ -32,6 +32,7 @@ INCIDENT_EVENTS = (
     "viewer.health_dropped",
     "viewer.health_recovered",
 )
+NEWEST = 60  # characters of the newest message the summary quotes
 _CODE = "bright_black"  # the style of a code block's lines (the breakdown table)
 _BOLD = re.compile(r"\*([^*\n]+)\*")
 _ITALIC = re.compile(r"(?<![\w])_([^_\n]+)_(?![\w])")
@@ -154,15 +155,20 @@ def channel_view(slack: LocalSlack, *, lines: int) -> Panel:
 
 
 def summary(slack: LocalSlack) -> str:
-    """ "slack: 3 messages (1 incident, 2 edited), 5 thread replies; newest: …"."""
+    """ "slack: 3 messages (1 incidents, 2 edited), 5 thread replies; newest: “…”." (the
+    newest message's text cut to ``NEWEST`` characters)."""
     messages = slack.top_level()
     incidents = sum(1 for m in messages if _header(m).startswith(("🚨", "✅")))
     edited = sum(1 for m in messages if m.edits)
     replies = sum(len(m.replies) for m in messages)
-    newest = f"; newest: {html.unescape(messages[-1].text)}" if messages else ""
+    newest = ""
+    if messages:
+        text = " ".join(html.unescape(messages[-1].text).split())
+        cut = text if len(text) <= NEWEST else text[: NEWEST - 1].rstrip() + "…"
+        newest = f"; newest: “{cut}”"
     return (
         f"slack: {len(messages)} messages ({incidents} incidents, {edited} edited),"
-        f" {replies} thread replies{newest}"
+        f" {replies} thread replies{newest}."
     )
 
 

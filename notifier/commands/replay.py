@@ -2,8 +2,9 @@
 
 The events between ``--from`` and ``--to`` that pass the sink's filters go through the sink
 with the worker's schedule and engine (``sinks.redeliver``): per viewer in order, a few quick
-retries. Progress goes to stderr. Nothing is dropped: an event that still fails is
-dead-lettered for the sink, as a live delivery would be.
+retries. Progress goes to stderr (a bar on a terminal, a line every few seconds otherwise,
+then a summary). Nothing is dropped: an event that still fails is dead-lettered for the sink,
+as a live delivery would be. ``--from`` later than ``--to`` is a usage error.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from notifier.commands._common import cluster_names, load, parse_position, sink_settings
-from notifier.errors import NotifierError
+from notifier.commands.progress import progress_for
+from notifier.config import Needs
+from notifier.errors import ConfigError, NotifierError
 from notifier.events import UnreadableEvent, decode_event
 from notifier.keys import ClusterKeys
 from notifier.redis_client import connect_redis
 from notifier.sinks.base import SinkContext
 from notifier.sinks.dead_letters import DeadLetters
 from notifier.sinks.filter import matches
-from notifier.sinks.redeliver import Progress, redeliver
+from notifier.sinks.redeliver import redeliver
 from notifier.sinks.registry import create_sink
 from notifier.sinks.stream import read_range
 
@@ -56,9 +59,11 @@ def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     """Replay; exit 1 if any event failed (they are dead-lettered)."""
-    settings = load(args)
     start = parse_position(args.start)
     end = parse_position(args.end, end=True) if args.end else "+"
+    if end != "+" and _entry_key(start) > _entry_key(end):
+        raise ConfigError(f"replay: --from {args.start} is later than --to {args.end}")
+    settings = load(args, Needs.sink(args.sink))
     return asyncio.run(
         replay(settings, sink_name=args.sink, start=start, end=end, cluster=args.cluster)
     )
@@ -94,7 +99,7 @@ async def replay(
         for name in names:
             found = await _events(redis, name, ClusterKeys(prefix, name).events, start, end)
             events += [event for event in found if matches(chosen, event)]
-        progress = Progress("replay", len(events), err)
+        progress = progress_for("replay", len(events), err)
         failures = await redeliver(sink, chosen, events, progress, on_failed=dead_letter)
     finally:
         await sink.aclose()
@@ -104,6 +109,12 @@ async def replay(
             f"replay: {len(failures)} of {len(events)} events failed and were dead-lettered"
         )
     return 0
+
+
+def _entry_key(position: str) -> tuple[int, int]:
+    """An entry id (``ms-seq``, or ``ms``) as numbers, to compare two positions."""
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
 
 
 async def _events(redis: AnyRedis, cluster: str, key: str, start: str, end: str) -> list[Event]:

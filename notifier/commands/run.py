@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from notifier.commands._common import load, run_until_signal
+from notifier.config import Needs
 
 if TYPE_CHECKING:
     import argparse
@@ -32,5 +33,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the service until a signal; 0 after a graceful stop."""
     from notifier.service import run_service  # noqa: PLC0415 - the service loads on demand
 
-    settings = load(args)
+    # A sinks-only process never logs in to Storm; a poller-only one never delivers.
+    needs = {"sinks": Needs(storm=False), "poller": Needs(sinks=False)}.get(args.role, Needs())
+    settings = load(args, needs)
     return run_until_signal(lambda stop: run_service(settings, stop, role=args.role))

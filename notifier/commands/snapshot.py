@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from notifier.commands._common import load
+from notifier.config import Needs
 from notifier.errors import ConfigError
 from notifier.storm import StormClient, create_session
 
@@ -57,10 +58,12 @@ def verdict(poll: Poll) -> str:
     stats = f"{poll.pages} pages, {poll.requests} requests, {poll.duration:.2f}s{extra}"
     if poll.complete:
         return f"snapshot: {poll.cluster}: complete: {len(poll.viewers)} viewers ({stats})"
-    return (
-        f"snapshot: {poll.cluster}: INCOMPLETE: {poll.error}; the {len(poll.viewers)} viewers"
-        f" printed are not the whole audience ({stats})"
+    printed = (
+        f"the {len(poll.viewers)} viewers printed are not the whole audience"
+        if poll.viewers
+        else "no viewers printed"
     )
+    return f"snapshot: {poll.cluster}: INCOMPLETE: {poll.error}; {printed} ({stats})"
 
 
 def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
@@ -76,5 +79,5 @@ def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     """Poll once; exit 1 if the poll was incomplete."""
-    settings = load(args)
+    settings = load(args, Needs.storm_only())
     return asyncio.run(snapshot(settings, args.cluster, sys.stdout.buffer, sys.stderr))

@@ -1,4 +1,9 @@
-"""``notifier tail``: follow the event streams, one JSON event per line on stdout."""
+"""``notifier tail``: follow the event streams, one event per line on stdout.
+
+``--format json`` prints each event as it is in the stream; ``--format text`` one aligned line
+for people (``notifier.events.text``), coloured on a terminal. The default is text on a
+terminal and JSON otherwise, so ``notifier tail | jq`` gets JSON.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, cast
 
+import msgspec
 import structlog
 
 from notifier._aio import wait_event
 from notifier.commands._common import load, run_until_signal
+from notifier.config import Needs
 from notifier.errors import ConfigError, NotifierError
 from notifier.events import EVENT_FIELD
+from notifier.events.text import TextFormat, wants_color
 from notifier.keys import ClusterKeys
 from notifier.redis_client import REDIS_ERRORS, connect_redis, redis_reason
 
@@ -34,9 +42,9 @@ Entries = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
-    """``notifier tail [--cluster C] [--from ID]``."""
+    """``notifier tail [--cluster C] [--from ID] [--format text|json]``."""
     parser = commands.add_parser(
-        "tail", parents=parents, help="follow the event streams, one JSON event per line"
+        "tail", parents=parents, help="follow the event streams, one event per line"
     )
     parser.add_argument("--cluster", metavar="C", help="one cluster (default: all)")
     parser.add_argument(
@@ -46,14 +54,26 @@ def register(commands: Commands, parents: list[argparse.ArgumentParser]) -> None
         default="$",
         help="stream entry id to start after: $ (default) new events only, 0 from the start",
     )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        help="text: one aligned line for people; json: the event (default: text on a terminal)",
+    )
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
     """Follow until SIGINT/SIGTERM."""
-    settings = load(args)
+    settings = load(args, Needs.redis_only())
+    fmt = args.format or ("text" if sys.stdout.isatty() else "json")
+    text = None
+    if fmt == "text":
+        width = max(len(c.name) for c in settings.clusters)
+        text = TextFormat(color=wants_color(sys.stdout, os.environ), cluster_width=width)
     return run_until_signal(
-        lambda stop: tail(settings, stop, sys.stdout.buffer, cluster=args.cluster, start=args.start)
+        lambda stop: tail(
+            settings, stop, sys.stdout.buffer, cluster=args.cluster, start=args.start, text=text
+        )
     )
 
 
@@ -64,8 +84,10 @@ async def tail(
     *,
     cluster: str | None = None,
     start: str = "$",
+    text: TextFormat | None = None,
 ) -> int:
-    """Print events as they arrive (from ``start``: ``$`` new only, ``0`` all, or an entry id)."""
+    """Print events as they arrive (from ``start``: ``$`` new only, ``0`` all, or an entry id),
+    as JSON, or as lines for people in ``text`` format."""
     if not _valid_id(start):
         raise ConfigError(f"--from {start!r}: expected an entry id like 1700000000000-0, 0 or $")
     names = [settings.cluster(cluster).name] if cluster else [c.name for c in settings.clusters]
@@ -77,7 +99,7 @@ async def tail(
             raise NotifierError(
                 f"redis {settings.redis.display_url()}: {redis_reason(exc)}"
             ) from None
-        printer = _Printer(out)
+        printer = _Printer(out, text)
         followers = [
             asyncio.ensure_future(
                 _follow(
@@ -104,12 +126,22 @@ async def tail(
 @dataclass
 class _Printer:
     out: BinaryIO
+    text: TextFormat | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def write(self, bodies: list[bytes]) -> None:
         async with self.lock:
-            self.out.writelines(body + b"\n" for body in bodies)
+            self.out.writelines(self._line(body) for body in bodies)
             self.out.flush()
+
+    def _line(self, body: bytes) -> bytes:
+        if self.text is None:
+            return body + b"\n"
+        try:
+            event = msgspec.json.decode(body)
+        except msgspec.DecodeError:  # not an event of ours: shown as it is
+            return body + b"\n"
+        return self.text.line(event).encode() + b"\n"
 
 
 async def _follow(

@@ -8,16 +8,18 @@
   as missed: offset paging over a live audience can skip a viewer that never left.
 - The state is cached in memory and trusted only while the commit script finds Redis at the
   same generation; after any doubt (a stale or failed commit) it is reloaded.
-- Redis and Storm outages are logged once when they start and once when they end.
+- Redis and Storm outages are logged once when they start and once when they end
+  (``outages``); a standby replica says once that it stands by, and whom for.
+- A stop abandons a poll still fetching or detecting (an incomplete poll changes nothing);
+  a commit under way is finished.
+- After every cycle it led, the poller reports it to the status model (``report``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
-import math
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -25,19 +27,24 @@ from typing import TYPE_CHECKING
 import structlog
 
 from notifier._aio import wait_event
+from notifier.detect.absent import MAX_LOOKUPS, AbsentCheck
 from notifier.detect.audiences import Audiences
 from notifier.detect.encoding import PollEvents
+from notifier.detect.outages import Outages
 from notifier.detect.pace import Pace
-from notifier.detect.rules import Track, detect
+from notifier.detect.refresh import RecordAges
+from notifier.detect.report import CycleReport, Sample, top_streams
+from notifier.detect.rules import detect
 from notifier.detect.store import Checkpoint, CommitOutcome, KeepStreams, Snapshot
-from notifier.errors import StateError, StormError, StormRequestError, StormSchemaError
-from notifier.metrics import Metrics
+from notifier.errors import StateError
+from notifier.metrics import TOP_STREAMS, Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from notifier.detect.audiences import StreamCommit
+    from notifier.detect.report import StatusWriter
     from notifier.detect.rules import Detection
     from notifier.detect.settings import DetectionSettings
     from notifier.detect.store import StateStore
@@ -48,7 +55,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_LOOKUPS", "Poller", "next_slot"]
 
-MAX_LOOKUPS = 2000  # absent viewers confirmed per poll; a larger exodus is real, not drift
+WATCH_EVERY = 0.1  # seconds between two looks at the poll in flight (failing? stopping?)
+
+
+class _Abandoned(Exception):  # noqa: N818 - a signal inside the poller, never escapes it
+    """The cycle was abandoned before its commit: the service is stopping."""
 
 
 def next_slot(previous: float, interval: float, now: float) -> float:
@@ -60,7 +71,8 @@ def next_slot(previous: float, interval: float, now: float) -> float:
 
 
 class Poller:
-    """Polls one cluster and commits what changed. Pass in the client, store and lease."""
+    """Polls one cluster and commits what changed. Pass in the client, store and lease, and
+    the status writer if the cycles are to be reported (``notifier run`` does)."""
 
     def __init__(
         self,
@@ -71,6 +83,7 @@ class Poller:
         store: StateStore,
         lease: Lease,
         metrics: Metrics | None = None,
+        status: StatusWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -81,21 +94,24 @@ class Poller:
         self._client = client
         self._store = store
         self._lease = lease
+        self._status = status
         self._clock = clock
         self._wall_clock = wall_clock
         self._snapshot: Snapshot | None = None
-        self._written: dict[str, int] = {}  # viewer -> when Redis got its record (ms), oldest first
-        self._lookups = detection.confirm_with_lookup
-        self._lookup_ok = True
+        self._ages = RecordAges(
+            refresh=detection.record_refresh, interval=cluster.poll_interval, wall_clock=wall_clock
+        )
         self._metrics = metrics or Metrics()
         self.last_commit: float | None = None  # monotonic time of the last committed poll
-        self._storm_ok: bool | None = None
-        self._redis_ok: bool | None = None
         self._leading = False
+        self._said_standby = False
+        self._phase = "fetch"  # of the cycle under way
         self.commits = 0
         self.events = 0
         self.tracked = 0  # viewers tracked after the last committed poll
         self._log = structlog.get_logger("notifier.poller").bind(cluster=cluster.name)
+        self._outages = Outages(self._log)
+        self._absent = AbsentCheck(client, enabled=detection.confirm_with_lookup, log=self._log)
         self._pace = Pace(
             cluster.name,
             interval=cluster.poll_interval,
@@ -108,7 +124,7 @@ class Poller:
     # --- the loop --------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll on schedule until ``stop`` is set; the poll in hand is finished first."""
+        """Poll on schedule until ``stop`` is set; a commit in hand is finished first."""
         keeper = asyncio.create_task(self._keep_lease(stop))
         slot = self._clock()
         try:
@@ -116,7 +132,7 @@ class Poller:
                 wait = slot - self._clock()
                 if wait > 0 and await wait_event(stop, wait):
                     break
-                await self.cycle()
+                await self.cycle(stop)
                 slot = next_slot(slot, self._cluster.poll_interval, self._clock())
         finally:
             keeper.cancel()
@@ -142,56 +158,101 @@ class Poller:
                 self._log.debug("poller.checkpoint", outcome=outcome.value, generation=generation)
         self._snapshot = None
         await self._give_up_lease()
+        if self._status is not None:
+            await self._status.aclose()
 
-    async def cycle(self) -> None:
-        """One scheduled slot: make sure we lead, then poll and commit.
+    async def cycle(self, stop: asyncio.Event | None = None) -> None:
+        """One scheduled slot: make sure we lead, then poll, commit and report the cycle.
 
         ``notifier_poll_duration_seconds`` times the whole of it (fetch, decode, lookup, detect,
-        encode, commit), ``notifier_poll_phase_seconds`` each phase.
+        encode, commit), ``notifier_poll_phase_seconds`` each phase. If ``stop`` is set before
+        the commit begins, the cycle is abandoned; a commit under way is finished.
         """
         if not self._lease.held and not await self._try_lead():
             return
         started = self._pace.start()
+        events = self.events
+        self._phase = "fetch"
+        work = asyncio.create_task(self._poll_and_apply(), name=f"poll:{self._cluster.name}")
+        try:
+            reason = await self._watch(work, stop)
+        except _Abandoned:
+            return  # not a poll: neither timed nor reported
+        except BaseException:
+            self._pace.finish(started)
+            raise
+        self._report(self._pace.finish(started), reason, self.events - events)
+
+    async def _poll_and_apply(self) -> str | None:
         poll = await self._client.poll()
         self._pace.phase("fetch", poll.duration)
-        try:
-            await self._apply_complete(poll)
-        finally:
-            self._pace.finish(started)
+        return await self._apply_complete(poll)
 
-    async def _apply_complete(self, poll: Poll) -> None:
-        """Commit a complete poll; an incomplete one changes nothing (and is said once)."""
+    async def _watch(
+        self, work: asyncio.Task[str | None], stop: asyncio.Event | None
+    ) -> str | None:
+        """The cycle's outcome; meanwhile a failing fetch is said early (``outages``), and a
+        stop abandons the cycle unless its commit has begun."""
+        stopping = asyncio.create_task(stop.wait()) if stop is not None else None
+        try:
+            while True:
+                waits = {work} if stopping is None or self._phase == "commit" else {work, stopping}
+                done, _ = await asyncio.wait(
+                    waits, timeout=WATCH_EVERY, return_when=asyncio.FIRST_COMPLETED
+                )
+                if work in done:
+                    return work.result()
+                if stopping in done and self._phase != "commit":
+                    work.cancel()
+                    await asyncio.wait({work})  # (a cancellation of our own still gets through)
+                    self._log.info("poller.poll_abandoned", phase=self._phase, reason="stopping")
+                    raise _Abandoned
+                failing = self._client.failing
+                if failing is not None and self._phase == "fetch":
+                    self._outages.storm_failing(failing)
+        finally:
+            if stopping is not None:
+                stopping.cancel()
+            work.cancel()  # a no-op once done; else we were cancelled: the work goes with us
+
+    async def _apply_complete(self, poll: Poll) -> str | None:
+        """Commit a complete poll; an incomplete one changes nothing (and is said once).
+        Returns why the cycle did not commit, in the words of its log line; None if it did."""
         name = self._cluster.name
         if not poll.complete:
             self._metrics.polls.labels(name, "incomplete").inc()
-            self._storm_state(ok=False, error=poll.error)
-            return
+            self._outages.storm(ok=False, error=poll.error)
+            return f"storm: {poll.error}"
         self._metrics.polls.labels(name, "complete").inc()
-        self._storm_state(ok=True)
+        self._outages.storm(ok=True)
         try:
-            await self.apply(poll)
+            reason = await self.apply(poll)
         except REDIS_ERRORS as exc:
             self._snapshot = None  # the commit may or may not have happened: reload next time
-            self._redis_state(ok=False, error=exc)
+            self._outages.redis(ok=False, error=exc)
+            return f"redis: {redis_reason(exc)}"
         except StateError as exc:
             self._snapshot = None
             self._log.error("poller.state_unreadable", error=str(exc))
-        else:
-            self._redis_state(ok=True)
+            return f"state unreadable: {exc}"
+        self._outages.redis(ok=True)
+        return reason
 
-    async def apply(self, poll: Poll) -> None:
+    async def apply(self, poll: Poll) -> str | None:
         """Turn one complete poll into one commit.
 
         If Redis is not at the generation the poll was computed against (another writer, or
         a commit whose reply was lost), the poll is dropped rather than applied to a state
         it was not computed for: that would count its misses twice. The next poll is
-        computed from the reloaded state.
+        computed from the reloaded state. Returns why nothing was committed; None if it was.
         """
         polled_at = int(poll.started_at * 1000)
         began = self._clock()
+        self._phase = "lookup"
         snapshot = self._snapshot or await self._load()
-        confirmed, count_misses = await self._confirm_absent(poll, snapshot)
+        confirmed, count_misses = await self._absent.confirm(poll.viewers, snapshot.tracked)
         began = self._pace.phase("lookup", self._clock() - began)
+        self._phase = "detect"
         # Pure CPU work, off the event loop: the lease keeper and I/O run meanwhile.
         detection, audiences = await asyncio.to_thread(
             self._compute, snapshot, poll, confirmed, count_misses, polled_at
@@ -199,7 +260,7 @@ class Poller:
         began = self._pace.phase("detect", self._clock() - began)
         lease = self._lease.value
         if lease is None:
-            return
+            return "lease lost before the commit"
         emissions: list[Emission | StreamEmission] = [*detection.emissions]
         if audiences is not None:
             emissions += audiences.emissions  # a poll's stream events after its viewer events
@@ -210,6 +271,7 @@ class Poller:
             after=snapshot.sequence,
             time_ms=polled_at,
         )  # encoded chunk by chunk while the store writes the chunk before
+        self._phase = "commit"  # from here on, a stop waits for the commit to finish
         outcome, generation = await self._store.commit(
             snapshot,
             detection,
@@ -234,15 +296,15 @@ class Poller:
                 )
                 self._lease.forget()
                 self._set_leading(leading=False, reason="fenced")
-            else:
-                self._metrics.polls.labels(self._cluster.name, "dropped").inc()
-                self._log.info(
-                    "poller.poll_dropped",
-                    reason="the state in Redis moved on",
-                    generation=generation,
-                    expected=snapshot.generation,
-                )
-            return
+                return "commit fenced: this replica no longer leads the cluster"
+            self._metrics.polls.labels(self._cluster.name, "dropped").inc()
+            self._log.info(
+                "poller.poll_dropped",
+                reason="the state in Redis moved on",
+                generation=generation,
+                expected=snapshot.generation,
+            )
+            return "poll dropped: the state in Redis moved on"
         self._snapshot = Snapshot(
             generation=generation,
             sequence=snapshot.sequence + len(events),
@@ -261,12 +323,7 @@ class Poller:
                     effect="viewers of an audience harness type whose records have no usable"
                     " applicationId or streamKey count in no stream's audience",
                 )
-        now = int(self._wall_clock() * 1000)
-        for viewer_id in detection.upserts:
-            self._written.pop(viewer_id, None)
-            self._written[viewer_id] = now
-        for viewer_id in detection.deletes:
-            self._written.pop(viewer_id, None)
+        self._ages.committed(detection)
         self.commits += 1
         self.events += len(events)
         self.tracked = len(detection.state)
@@ -274,6 +331,10 @@ class Poller:
         name = self._cluster.name
         self._metrics.polls.labels(name, "committed").inc()
         self._metrics.viewers.labels(name).set(len(detection.state))
+        if self._audiences is not None:
+            states = self._audiences.states
+            top = ((app or "", key, n) for app, key, n in top_streams(states, TOP_STREAMS))
+            self._metrics.set_audiences(name, len(states), top)
         for event_type, count in Counter(e.type for e in emissions).items():
             self._metrics.events.labels(name, event_type).inc(count)
         self._log.debug(
@@ -283,6 +344,23 @@ class Poller:
             viewers=len(detection.state),
             writes=len(detection.upserts),
         )
+        return None
+
+    def _report(self, took: float, reason: str | None, events: int) -> None:
+        """Hand the cycle to the status writer, with an audience sample when one is due."""
+        if self._status is None:
+            return
+        at_ms = int(self._wall_clock() * 1000)
+        snapshot, audiences = self._snapshot, self._audiences
+        tracked = streams = None
+        sample = None
+        if snapshot is not None:
+            tracked = len(snapshot.tracked)
+            streams = len(audiences.states) if audiences is not None else 0
+            if reason is None and self._status.sample_due(at_ms):
+                top = top_streams(audiences.states) if audiences is not None else ()
+                sample = Sample(at_ms, snapshot.sequence, tracked, top)
+        self._status.submit(CycleReport(at_ms, took, reason, events, tracked, streams), sample)
 
     def _compute(
         self,
@@ -303,7 +381,7 @@ class Poller:
             settings=self._detection,
             initial=initial,
         )
-        detection = self._with_refreshed_records(detection)
+        detection = self._ages.with_refreshed(detection)
         if self._audiences is None:
             return detection, None
         return detection, self._audiences.decide(
@@ -319,74 +397,12 @@ class Poller:
 
     async def _load(self) -> Snapshot:
         snapshot = await self._store.load()
-        self._written = dict.fromkeys(snapshot.tracked, 0)  # unknown age: refresh them first
+        self._ages.loaded(snapshot.tracked)
         if self._audiences is not None:
             now = int(self._wall_clock() * 1000)
             load = functools.partial(self._audiences.load, kept=snapshot.audiences, now=now)
             await asyncio.to_thread(load, snapshot.tracked, snapshot.streams)
         return snapshot
-
-    def _with_refreshed_records(self, detection: Detection) -> Detection:
-        """Add the oldest records Redis holds, so none is older than ``record_refresh``.
-
-        Redis gets a viewer's record whenever anything else about it changes; a steady viewer's
-        record would otherwise be as old as its last change, and a disconnect after a crash
-        or failover would carry it. Each poll rewrites a slice, at most the audience times
-        ``poll_interval / record_refresh`` viewers.
-        """
-        refresh = self._detection.record_refresh
-        if not refresh or not self._written:
-            return detection
-        state = detection.state
-        limit = max(100, math.ceil(len(state) * self._cluster.poll_interval / refresh))
-        cutoff = int((self._wall_clock() - refresh) * 1000)
-        extra: dict[str, Track] = {}
-        for viewer_id, written in self._written.items():
-            if written > cutoff or len(extra) >= limit:
-                break
-            track = state.get(viewer_id)
-            if track is not None and viewer_id not in detection.upserts:
-                extra[viewer_id] = track
-        if not extra:
-            return detection
-        return dataclasses.replace(detection, upserts={**extra, **detection.upserts})
-
-    # --- confirmation of absent viewers --------------------------------------------------------
-
-    async def _confirm_absent(
-        self, poll: Poll, snapshot: Snapshot
-    ) -> tuple[Mapping[str, Viewer], bool]:
-        """Tracked viewers the list skipped but the server still knows, and whether the
-        others may count a miss (not when the lookup failed: then we cannot tell)."""
-        if not self._lookups:
-            return {}, True
-        seen = poll.viewers
-        absent = [vid for vid in snapshot.tracked if vid not in seen]
-        if not absent:
-            return {}, True
-        if len(absent) > MAX_LOOKUPS:
-            tracked = snapshot.tracked
-            absent.sort(key=lambda vid: tracked[vid].missed, reverse=True)
-            absent = absent[:MAX_LOOKUPS]
-        try:
-            lookup = await self._client.lookup(absent)
-        except (StormRequestError, StormSchemaError) as exc:
-            self._lookups = False  # this deployment's batch endpoint cannot help
-            self._log.warning("poller.lookup_unsupported", error=str(exc))
-            return {}, True
-        except StormError as exc:
-            if self._lookup_ok:
-                self._log.warning(
-                    "poller.lookup_failed",
-                    error=str(exc),
-                    effect="missing viewers count no miss until lookups work",
-                )
-            self._lookup_ok = False
-            return {}, False
-        if not self._lookup_ok:
-            self._log.info("poller.lookup_recovered")
-        self._lookup_ok = True
-        return lookup.found, True
 
     # --- leadership -----------------------------------------------------------------------------
 
@@ -394,11 +410,26 @@ class Poller:
         try:
             leading = await self._lease.acquire()
         except REDIS_ERRORS as exc:
-            self._redis_state(ok=False, error=exc)
+            self._outages.redis(ok=False, error=exc)
             return False
-        self._redis_state(ok=True)
+        self._outages.redis(ok=True)
         self._set_leading(leading=leading)
+        if not leading and not self._said_standby:
+            await self._stand_by()
         return leading
+
+    async def _stand_by(self) -> None:
+        """Say once that another replica leads (again only after this one led and lost it)."""
+        self._said_standby = True
+        try:
+            holder = await self._lease.holder()
+        except REDIS_ERRORS:
+            holder = None
+        self._log.info(
+            "poller.standing_by",
+            holder=holder,
+            effect="polls when the holder stops or its lease runs out",
+        )
 
     async def _keep_lease(self, stop: asyncio.Event) -> None:
         """Renew (or try to take) the lease every third of its TTL."""
@@ -422,23 +453,7 @@ class Poller:
         if leading != self._leading:
             self._leading = leading
             if leading:
+                self._said_standby = False
                 self._log.info("poller.leading", lease=self._lease.value)
             else:
                 self._log.warning("poller.following", reason=reason or "another replica leads")
-
-    # --- one log line per change of state ---------------------------------------------------------
-
-    def _storm_state(self, *, ok: bool, error: str | None = None) -> None:
-        if ok and self._storm_ok is False:
-            self._log.info("poller.storm_recovered")
-        elif not ok and self._storm_ok is not False:
-            self._log.warning("poller.storm_unavailable", error=error)
-        self._storm_ok = ok
-
-    def _redis_state(self, *, ok: bool, error: BaseException | None = None) -> None:
-        if ok and self._redis_ok is False:
-            self._log.info("poller.redis_recovered")
-        elif not ok and self._redis_ok is not False:
-            reason = redis_reason(error) if error else "unknown"
-            self._log.warning("poller.redis_unavailable", error=reason)
-        self._redis_ok = ok

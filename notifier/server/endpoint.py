@@ -1,24 +1,30 @@
-"""The HTTP endpoint of ``notifier run``: ``/metrics``, ``/healthz``, ``/readyz``.
+"""The HTTP endpoint of ``notifier run``: ``/metrics``, ``/healthz``, ``/readyz``, ``/api/status``.
 
 ``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 only when Redis
-answers, every cluster was polled recently (by whichever replica leads it) and no sink is
-paused; otherwise 503 with one reason a line. ``/metrics`` is Prometheus text; the Redis-side
-gauges (sink lag, dead letters) are read at scrape time.
+answers, every cluster was polled recently (by whichever replica leads it; not asked of a
+``--role sinks`` process) and no sink is paused; otherwise 503 with one reason a line, worded
+as the status model words its problems (``notifier.status``), the cause included. ``/metrics``
+is Prometheus text; the Redis-side gauges (sink lag, dead letters) are read at scrape time.
+``/api/status`` is the status model as JSON (``docs/status.md``), 503 with
+``{"error": "redis: unreachable (...)"}`` when Redis does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from notifier.keys import ClusterKeys, sink_group
 from notifier.redis_client import REDIS_ERRORS
+from notifier.server.auth import bearer_auth
+from notifier.server.console import ConsolePage, serve_asset
+from notifier.status import StatusUnavailable, problem_lines, read_status, sink_problem
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from notifier.metrics import Metrics
     from notifier.redis_client import AnyRedis
     from notifier.sinks.control import SinkControl
+    from notifier.status import Status
 
 __all__ = ["Endpoint"]
 
@@ -47,10 +54,15 @@ class Endpoint:
 
     def app(self) -> web.Application:
         """The aiohttp application (also used directly by tests)."""
-        app = web.Application()
+        token = self.settings.server.auth_token
+        app = web.Application(middlewares=[bearer_auth(token)] if token is not None else [])
+        console = ConsolePage(self.status)
+        app.router.add_get("/", console.handle)
+        app.router.add_get("/assets/{name}", serve_asset)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/api/status", self._api_status)
         return app
 
     async def start(self) -> str:
@@ -80,39 +92,35 @@ class Endpoint:
             return web.Response(status=503, text="not ready\n" + "".join(f"{r}\n" for r in reasons))
         return web.Response(text="ready\n")
 
-    async def problems(self) -> list[str]:
-        """Why the service is not ready; empty when it is."""
-        reasons: list[str] = []
+    async def status(self) -> Status:
+        """The status model, read from Redis (``StatusUnavailable`` when it does not answer)."""
+        return await read_status(self.redis, self.settings)
+
+    async def _api_status(self, _request: web.Request) -> web.Response:
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                await self.redis.ping()
-                if self.polling:
-                    reasons += await self._stale_clusters()
-        except REDIS_ERRORS as exc:
-            reasons.append(f"redis: unreachable ({type(exc).__name__})")
+            status = await self.status()
+        except StatusUnavailable as exc:
+            body = msgspec.json.encode({"error": str(exc)})
+            return web.Response(status=503, body=body, headers=_JSON_HEADERS)
+        return web.Response(body=msgspec.json.encode(status), headers=_JSON_HEADERS)
+
+    async def problems(self) -> list[str]:
+        """Why the service is not ready, one line each (the status model's); empty when it is.
+
+        A sink paused in this process counts even while Redis cannot say so.
+        """
+        try:
+            health = await read_status(self.redis, self.settings, detail=False)
+        except StatusUnavailable as exc:
+            reasons = [str(exc)]
+        else:
+            reasons = problem_lines(health.clusters if self.polling else (), health.sinks)
         reasons += [
-            f"sink {name}: paused: {control.paused}"
+            line
             for name, control in self.sinks.items()
             if control.paused is not None
+            and (line := sink_problem(name, control.paused)) not in reasons
         ]
-        return reasons
-
-    async def _stale_clusters(self) -> list[str]:
-        reasons = []
-        now_ms = time.time() * 1000
-        for cluster in self.settings.clusters:
-            keys = ClusterKeys(self.settings.redis.key_prefix, cluster.name)
-            polled = await self.redis.hget(keys.meta, "polled_at")
-            allowed = (
-                2 * cluster.poll_interval
-                + cluster.poll_budget
-                + self.settings.detection.leader_lease
-            ) * 1000
-            if polled is None:
-                reasons.append(f"cluster {cluster.name}: not polled yet")
-            elif now_ms - float(polled) > allowed:
-                ago = (now_ms - float(polled)) / 1000
-                reasons.append(f"cluster {cluster.name}: last complete poll {ago:.0f}s ago")
         return reasons
 
     async def _metrics(self, _request: web.Request) -> web.Response:
@@ -139,6 +147,9 @@ class Endpoint:
                     self.metrics.sink_lag.labels(sink.name, cluster.name).set(int(lag))
                 dead = await self.redis.xlen(keys.dlq(sink.name))
                 self.metrics.dead_letters.labels(sink.name, cluster.name).set(int(dead))
+
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 
 
 def _text(value: Any) -> str:

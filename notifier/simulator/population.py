@@ -4,7 +4,11 @@ Everything here is a function of the settings and of the calls made: one `random
 for the audience, another for the scripted scenarios (`scenarios`: incidents and ramps, which
 therefore change nothing outside their stream), a virtual clock that advances `tick_ms` per
 `step()` from `epoch_ms`, no wall clock and no I/O. Records have the shape of a
-`GET /api/cluster/viewers` list item (see storm-api.md).
+`GET /api/cluster/viewers` list item (see storm-api.md). Record times follow the virtual
+clock: the initial audience started a minute to three hours before tick 0, a viewer who joins
+later started within the tick it joined, so `startTime + duration` is always `now_ms`. A
+`Simulator` sets `epoch_ms` from its clock's now and nothing else from it: one seed played at
+two moments gives the same audience, every time shifted by the difference.
 
 Per-tick growth (duration, byte totals) is computed lazily from the tick a value was last
 set at, so `step()` costs O(joins + leaves + health changes), not O(viewers) (an active
@@ -49,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FIXED_EPOCH_MS",
     "HARNESS_TYPES",
+    "INITIAL_MAX_MS",
+    "INITIAL_MIN_MS",
     "NO_DATA",
     "SYSTEM_HARNESS_TYPES",
     "Change",
@@ -62,6 +68,10 @@ _encode = msgspec.json.Encoder().encode
 
 #: Virtual time of tick 0 for a `Population` whose settings leave `epoch_ms` unset.
 FIXED_EPOCH_MS = 1_770_000_000_000
+#: How long the initial audience has been watching at tick 0: `INITIAL_MIN_MS` to
+#: `INITIAL_MAX_MS`, spread evenly (viewers who join later start within the tick they join).
+INITIAL_MIN_MS = 60_000
+INITIAL_MAX_MS = INITIAL_MIN_MS + 3 * 3_599_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +132,8 @@ class Population:
         #: Per ramp, the viewers it added; per incident, the viewers it holds.
         self._ramped: tuple[dict[str, ViewerState], ...] = tuple({} for _ in settings.ramps)
         self._held: tuple[dict[str, ViewerState], ...] = tuple({} for _ in settings.incidents)
-        for _ in range(settings.viewers):
-            self._add(self._rng.randint(1_000, 3_600_000))
+        for _ in range(settings.viewers):  # watching for a minute to three hours already
+            self._add(INITIAL_MIN_MS + (self._rng.randint(1_000, 3_600_000) - 1_000) * 3)
         self._play()
 
     # -- reading -------------------------------------------------------------------------

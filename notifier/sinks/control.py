@@ -23,6 +23,12 @@ class SinkControl:
         self.dead_lettered = 0
         self.filtered = 0
         self._changed = asyncio.Condition()
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever the sink pauses or resumes; returns what stops it."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
 
     async def changed(self) -> None:
         """Tell whoever waits in ``wait_until`` that a counter moved."""
@@ -40,9 +46,15 @@ class SinkControl:
             return False
         self.paused = reason
         self.resumed.clear()
+        self._tell()
         return True
 
     def resume(self) -> None:
         """An operator says the endpoint is fixed."""
         self.paused = None
         self.resumed.set()
+        self._tell()
+
+    def _tell(self) -> None:
+        for callback in list(self._watchers):
+            callback()

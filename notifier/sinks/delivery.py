@@ -362,18 +362,24 @@ class DeliveryEngine:
             self._unreported = 0
 
     def _delivery_state(self, outcome: Outcome) -> None:
-        """One log line when deliveries start failing and one when they work again."""
-        ok = not isinstance(outcome, Retry)
-        if ok and self._failing:
-            self._log.info("sink.recovered")
-        elif isinstance(outcome, Retry) and not self._failing:
-            self._log.warning(
-                "sink.failing",
-                reason=outcome.reason,
-                status=outcome.status,
-                effect="events are retried on the schedule",
-            )
-        self._failing = not ok
+        """One log line when deliveries start failing and one when they work again.
+
+        Only a delivery is a recovery: a permanent failure (dead-lettered) or a pause
+        (``sink.paused`` says so) leaves the state as it was.
+        """
+        if isinstance(outcome, Delivered):
+            if self._failing:
+                self._log.info("sink.recovered")
+            self._failing = False
+        elif isinstance(outcome, Retry):
+            if not self._failing:
+                self._log.warning(
+                    "sink.failing",
+                    reason=outcome.reason,
+                    status=outcome.status,
+                    effect="events are retried on the schedule",
+                )
+            self._failing = True
 
 
 async def _either(first: asyncio.Event, second: asyncio.Event) -> None:

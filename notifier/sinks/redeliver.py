@@ -10,10 +10,8 @@ to report rather than a pause to wait out (nobody is there to resume it).
 from __future__ import annotations
 
 import random
-import sys
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from notifier.metrics import Metrics
 from notifier.sinks.control import SinkControl
@@ -43,32 +41,17 @@ class Failure:
     status: int | None
 
 
-@dataclass
-class Progress:
-    """``verb: done/total delivered, failed failed`` on ``out``, at most once a second."""
+class Progress(Protocol):
+    """Told of outcomes as they come in, and once at the end (``notifier.commands.progress``
+    draws a bar on a terminal, or prints a line every few seconds)."""
 
-    verb: str
-    total: int
-    out: TextIO = field(default_factory=lambda: sys.stderr)
-    done: int = 0
-    failed: int = 0
-    last: float = field(default_factory=time.monotonic)
+    def advance(self, *, delivered: int = 0, failed: int = 0) -> None:
+        """Count outcomes."""
+        ...
 
-    def tick(self, *, delivered: int = 0, failed: int = 0) -> None:
-        """Count outcomes; print when a second has passed."""
-        self.done += delivered
-        self.failed += failed
-        if time.monotonic() - self.last >= 1.0:
-            self.show()
-
-    def show(self) -> None:
-        """Print the line now."""
-        self.last = time.monotonic()
-        print(
-            f"{self.verb}: {self.done}/{self.total} delivered, {self.failed} failed",
-            file=self.out,
-            flush=True,
-        )
+    def finish(self) -> None:
+        """The delivery is over (done, failed, or interrupted): say how it went."""
+        ...
 
 
 class _HandLedger:
@@ -95,7 +78,7 @@ class _HandLedger:
             self.failures.append(failure)
             if self._on_failed is not None:
                 await self._on_failed(failure)
-        self._progress.tick(delivered=len(delivered), failed=len(decision.dead))
+        self._progress.advance(delivered=len(delivered), failed=len(decision.dead))
 
 
 async def redeliver(
@@ -131,5 +114,5 @@ async def redeliver(
         await engine.run(until_idle=True)
     finally:
         await engine.drain()
-    progress.show()
+        progress.finish()
     return ledger.failures

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from notifier._model import Frozen, Name, Seconds
 from notifier.events import EventType
+from notifier.unset import is_unset
 
 __all__ = ["DeliveryNeeds", "HttpUrlSecret", "RetrySettings", "SinkBaseSettings", "SinkFilter"]
 
@@ -77,6 +78,8 @@ class SinkBaseSettings(Frozen):
 
 
 def _check_http_url(value: SecretStr) -> SecretStr:
+    if is_unset(value):  # a ${VAR} the command does not need (notifier.unset)
+        return value
     url = value.get_secret_value()
     if not url.startswith(("http://", "https://")) or len(url) < len("http://x"):
         raise ValueError("must be an http:// or https:// URL")

@@ -11,6 +11,9 @@
   failure or an exhausted schedule dead-letters the event (``dead_letters.DeadLetters``).
 - **Pause.** A sink whose endpoint is gone (410, a revoked Slack webhook) stops delivering,
   says so loudly, and keeps its events until an operator resumes it (SIGHUP, or a restart).
+- **Report.** While it leads, the worker keeps the lane's ``P:{C}:sinkstate:<sink>`` up to
+  date for the status model (``lane.LaneReporter``): paused at once, the last delivery and the
+  last error at most once a second; a report that cannot be written fails nothing.
 
 This module keeps the lease, the take-over, the reading and the tasks that live while the
 lease is held.
@@ -32,9 +35,11 @@ from notifier.lease import Lease
 from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 from notifier.sinks.acks import AckBuffer
+from notifier.sinks.base import Delivered, Retry
 from notifier.sinks.dead_letters import DeadLetters
 from notifier.sinks.delivery import DeliveryEngine
 from notifier.sinks.filter import event_filter
+from notifier.sinks.lane import LaneReporter
 from notifier.sinks.schedule import RetryPolicy, Schedule
 from notifier.sinks.stream import RetryState, SinkStream
 
@@ -53,6 +58,7 @@ __all__ = ["SinkWorker"]
 
 READ_COUNT = 500
 READ_BLOCK_MS = 1000
+CANCEL_AGAIN = 0.5  # seconds before a stopping worker cancels a task that ignored it again
 TRIM_CHECK_INTERVAL = 5.0
 
 
@@ -79,8 +85,10 @@ class SinkWorker:
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
         stream: SinkStream | None = None,
+        report_every: float = 1.0,
     ) -> None:
-        """``stream`` defaults to the sink's group on ``keys.events``; pass one to observe it."""
+        """``stream`` defaults to the sink's group on ``keys.events``; pass one to observe it.
+        ``report_every``: seconds between two writes of the lane's report (``lane``)."""
         self._sink = sink
         self._settings = settings
         self._control = control
@@ -108,6 +116,14 @@ class SinkWorker:
         self._policy = RetryPolicy(settings.retry.schedule)
         self._takes = event_filter(settings)  # None: the sink takes every event
         self._log = structlog.get_logger("notifier.sink").bind(sink=settings.name, cluster=cluster)
+        self._reporter = LaneReporter(
+            redis,
+            keys.sink_state(settings.name),
+            every=report_every,
+            clock=clock,
+            wall_clock=wall_clock,
+            log=self._log,
+        )
         self._redis_ok = True
         self._trim_reported = False
         self.lease_valid_until = 0.0
@@ -195,7 +211,7 @@ class SinkWorker:
         engine = DeliveryEngine(
             self._sink,
             schedule,
-            _RedisLedger(self._stream, self._letters, acks, self._wall_clock),
+            _RedisLedger(self._stream, self._letters, acks, self._wall_clock, self._reporter),
             self._control,
             concurrency=self._concurrency,
             metrics=self._metrics,
@@ -211,6 +227,7 @@ class SinkWorker:
         ]
         acking = asyncio.create_task(acks.run(), name="ack")
         keeper = asyncio.create_task(self._keep_lease(stop), name="lease")
+        reporting = asyncio.create_task(self._report(), name="report")
         ended = [*work, acking, keeper, asyncio.create_task(stop.wait())]
         failure: BaseException | None = None
         try:
@@ -220,16 +237,18 @@ class SinkWorker:
                     failure = task.exception()
                     break
         finally:
-            for task in work:
-                task.cancel()
-            await asyncio.gather(*work, return_exceptions=True)
+            await _cancel_firmly(work)
             await engine.drain()  # finish the deliveries in hand; their outcomes are kept
             acks.close()
             keeper.cancel()
+            reporting.cancel()
             ended[-1].cancel()
-            await asyncio.gather(acking, keeper, ended[-1], return_exceptions=True)
+            await asyncio.gather(acking, keeper, reporting, ended[-1], return_exceptions=True)
             with contextlib.suppress(*REDIS_ERRORS):
                 await acks.flush()
+            with contextlib.suppress(TimeoutError):  # a report must not hold up a stop
+                async with asyncio.timeout(self._lease_ttl / 3):
+                    await self._reporter.sync(self._control.paused, force=True)
         if failure is None:
             failure = engine.failure
         if failure is not None:
@@ -303,6 +322,18 @@ class SinkWorker:
         await self._letters.move(entry_id, letter)
         self._control.dead_lettered += 1
 
+    async def _report(self) -> None:
+        """Keep the lane's report current: a pause or resume at once, the rest once a second."""
+        wake = asyncio.Event()
+        unwatch = self._control.watch(wake.set)
+        try:
+            while True:
+                wake.clear()
+                await self._reporter.sync(self._control.paused)
+                await wait_event(wake, self._reporter.every)
+        finally:
+            unwatch()
+
     async def _keep_lease(self, stop: asyncio.Event) -> None:
         """Renew every third of the TTL; returns (ending the leadership) when it is lost."""
         while True:
@@ -334,8 +365,22 @@ class SinkWorker:
         self._redis_ok = ok
 
 
+async def _cancel_firmly(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again any that is still running after a
+    moment: a cancellation that lands as a blocking Redis read times out can be swallowed by
+    the client's timeout handling (Python 3.11's ``asyncio.timeout``), which would otherwise
+    leave a stopping worker waiting forever."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class _RedisLedger:
-    """The worker's record of outcomes: dead letters moved, retry states saved, acks queued."""
+    """The worker's record of outcomes: dead letters moved, retry states saved, acks queued,
+    and the lane's report told (in memory: its write never holds up a delivery)."""
 
     def __init__(
         self,
@@ -343,14 +388,21 @@ class _RedisLedger:
         letters: DeadLetters,
         acks: AckBuffer,
         wall_clock: Callable[[], float],
+        reporter: LaneReporter,
     ) -> None:
         self._stream = stream
         self._letters = letters
         self._acks = acks
         self._wall_clock = wall_clock
+        self._reporter = reporter
 
     async def record(self, decision: Decision) -> None:
         """Redis first; acks of delivered events go out with the next batch of acks."""
+        outcome = decision.outcome
+        if isinstance(outcome, Delivered):
+            self._reporter.delivered()
+        elif not isinstance(outcome, Retry) or outcome.counted:  # a rate limit is no failure
+            self._reporter.failed(outcome.reason)
         if decision.dead or decision.retrying:
             await self._keep_failures(decision)
         for item in decision.delivered:  # a rate-limited retry used no attempt, but was saved

@@ -3,9 +3,10 @@
 Login tokens live 900 s and cannot be refreshed, so ``LoginAuth`` logs in again shortly before
 expiry and once after a rejection. Several page requests that see the same rejected token share
 one login. Logins are capped at 5 a minute (the server's limit per IP), counted here; a failed
-login is remembered for ``LOGIN_FAILURE_HOLD`` seconds so that waiting requests share its
-outcome instead of each spending one of the minute's logins. A renewal that cannot happen yet
-(limit reached, login failing) leaves the current token in use until it actually expires.
+login is remembered for ``LOGIN_FAILURE_HOLD`` seconds (or a 429's longer Retry-After) so that
+waiting requests share its outcome instead of each spending one of the minute's logins. A
+renewal that cannot happen yet (limit reached, login failing) leaves the current token in use
+until it actually expires.
 """
 
 from __future__ import annotations
@@ -197,10 +198,15 @@ class LoginAuth:
     def _refuse_if_held(self, now: float) -> None:
         """Raise instead of logging in when a login just failed or the minute's are spent."""
         failure = self._failure
-        if failure is not None and now - self._failed_at < LOGIN_FAILURE_HOLD:
-            if isinstance(failure, RetryableFailure):
-                raise RetryableFailure(failure.reason)
-            raise StormAuthError(str(failure))
+        if failure is not None:
+            hold = LOGIN_FAILURE_HOLD
+            if isinstance(failure, RetryableFailure) and failure.retry_after is not None:
+                hold = max(hold, failure.retry_after)  # the server's wait, when it said one
+            left = hold - (now - self._failed_at)
+            if left > 0:
+                if isinstance(failure, RetryableFailure):
+                    raise RetryableFailure(failure.reason, retry_after=left)
+                raise StormAuthError(str(failure))
         while self._attempts and now - self._attempts[0] >= 60.0:
             self._attempts.popleft()
         if len(self._attempts) >= LOGINS_PER_MINUTE:
@@ -214,10 +220,11 @@ class LoginAuth:
         """Call the login endpoint: the token and its lifetime in seconds, or an error."""
         response = await self._login()
         if storm_retryable(response.status):
-            raise RetryableFailure(
-                f"login answered {describe_status(response.status, response.body)}",
-                retry_after=parse_retry_after(response.retry_after, self._wall_clock()),
-            )
+            retry_after = parse_retry_after(response.retry_after, self._wall_clock())
+            reason = f"login answered {describe_status(response.status, response.body)}"
+            if response.status == 429:
+                reason = _limited(retry_after)
+            raise RetryableFailure(reason, retry_after=retry_after)
         if not 200 <= response.status < 300:
             raise StormAuthError(
                 f"login failed with {describe_status(response.status, response.body)}"
@@ -234,6 +241,16 @@ class LoginAuth:
             self._lifetime_noted = True
             self._log.info("storm.token_lifetime_suspect", reported=suspect, used=round(lifetime))
         return token, lifetime
+
+
+def _limited(retry_after: float | None) -> str:
+    """A login refused with 429: the server's per-address login limit, said plainly. Every
+    ``notifier snapshot`` or ``check-config`` run logs in once, and so does every replica."""
+    wait = f", wait {retry_after:.0f}s" if retry_after is not None else ""
+    return (
+        f"login refused: Storm allows {LOGINS_PER_MINUTE} logins a minute per address and they are"
+        f" spent (HTTP 429{wait}); every snapshot or check-config run and every replica logs in"
+    )
 
 
 def _parse_login(body: bytes) -> tuple[str, object, object] | None:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from ._retry import Backoff
 
-__all__ = ["Lookup", "Poll", "StormClient", "create_session"]
+__all__ = ["Failing", "Lookup", "Poll", "StormClient", "create_session"]
 
 VIEWERS_PATH = "/api/cluster/viewers"
 BATCH_PATH = "/api/cluster/viewers/batch"
@@ -62,6 +62,21 @@ class Poll:
     drift: bool
     started_at: float
     duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failing:
+    """A request of the operation under way that failed and is being retried (``failing``)."""
+
+    what: str
+    """``"page 3"``, ``"batch lookup of 100 ids"``."""
+    reason: str
+    """``"cannot connect (...)"``, ``"503 Service Unavailable"``: never a URL or a secret."""
+    attempts: int
+    """Failed attempts so far."""
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +121,13 @@ class StormClient:
     def logins(self) -> int:
         """Successful logins so far (0 with a static token)."""
         return self._requester.logins
+
+    @property
+    def failing(self) -> Failing | None:
+        """The request being retried right now, if any: whoever watches a poll in flight can
+        say why it is late before ``poll_budget`` runs out (the poller warns at once)."""
+        failing = self._requester.failing
+        return None if failing is None else Failing(*failing)
 
     # --- public operations --------------------------------------------------------------------
 

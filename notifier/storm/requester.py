@@ -109,6 +109,12 @@ class Requester:
         """Successful logins so far (0 with a static token)."""
         return self._auth.logins if isinstance(self._auth, LoginAuth) else 0
 
+    @property
+    def failing(self) -> tuple[str, str, int] | None:
+        """The latest request of the operation under way that failed and is being retried:
+        (what, reason, failed attempts); None once it succeeded, or if none failed."""
+        return self._failing
+
     async def aclose(self) -> None:
         """Log out if logged in (best effort)."""
         await self._auth.aclose()

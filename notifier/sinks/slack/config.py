@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from notifier._model import PositiveSeconds, Seconds
 from notifier.sinks.settings import DeliveryNeeds, HttpUrlSecret, SinkBaseSettings
+from notifier.unset import is_unset
 
 __all__ = ["DEFAULT_API_URL", "SlackSinkSettings"]
 
@@ -25,6 +26,8 @@ def _check_api_url(value: str) -> str:
 
 
 def _check_token(value: SecretStr) -> SecretStr:
+    if is_unset(value):  # a ${VAR} the command does not need (notifier.unset)
+        return value
     token = value.get_secret_value()
     if not token.strip() or any(char.isspace() for char in token):
         raise ValueError("must be a Slack token (xoxb-...) without spaces")

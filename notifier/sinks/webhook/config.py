@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from notifier._model import PositiveSeconds, Seconds
 from notifier.sinks.settings import DeliveryNeeds, HttpUrlSecret, SinkBaseSettings
+from notifier.unset import is_unset
 
 __all__ = ["WebhookSinkSettings", "signing_key"]
 
@@ -20,6 +21,8 @@ def signing_key(secret: SecretStr) -> bytes:
 
 
 def _check_webhook_secret(value: SecretStr) -> SecretStr:
+    if is_unset(value):  # a ${VAR} the command does not need (notifier.unset)
+        return value
     try:
         key = signing_key(value)
     except (binascii.Error, ValueError):
