@@ -33,11 +33,11 @@ from notifier.detect.encoding import PollEvents
 from notifier.detect.outages import Outages
 from notifier.detect.pace import Pace
 from notifier.detect.refresh import RecordAges
-from notifier.detect.report import CycleReport, Sample, top_streams
+from notifier.detect.report import audience_gauges
 from notifier.detect.rules import detect
 from notifier.detect.store import Checkpoint, CommitOutcome, KeepStreams, Snapshot
 from notifier.errors import StateError
-from notifier.metrics import TOP_STREAMS, Metrics
+from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 
 if TYPE_CHECKING:
@@ -332,9 +332,7 @@ class Poller:
         self._metrics.polls.labels(name, "committed").inc()
         self._metrics.viewers.labels(name).set(len(detection.state))
         if self._audiences is not None:
-            states = self._audiences.states
-            top = ((app or "", key, n) for app, key, n in top_streams(states, TOP_STREAMS))
-            self._metrics.set_audiences(name, len(states), top)
+            audience_gauges(self._metrics, name, self._audiences.states)
         for event_type, count in Counter(e.type for e in emissions).items():
             self._metrics.events.labels(name, event_type).inc(count)
         self._log.debug(
@@ -347,20 +345,11 @@ class Poller:
         return None
 
     def _report(self, took: float, reason: str | None, events: int) -> None:
-        """Hand the cycle to the status writer, with an audience sample when one is due."""
-        if self._status is None:
-            return
-        at_ms = int(self._wall_clock() * 1000)
-        snapshot, audiences = self._snapshot, self._audiences
-        tracked = streams = None
-        sample = None
-        if snapshot is not None:
-            tracked = len(snapshot.tracked)
-            streams = len(audiences.states) if audiences is not None else 0
-            if reason is None and self._status.sample_due(at_ms):
-                top = top_streams(audiences.states) if audiences is not None else ()
-                sample = Sample(at_ms, snapshot.sequence, tracked, top)
-        self._status.submit(CycleReport(at_ms, took, reason, events, tracked, streams), sample)
+        """Hand the cycle to the status writer (with the state it may sample)."""
+        if self._status is not None:
+            states = self._audiences.states if self._audiences is not None else None
+            now = int(self._wall_clock() * 1000)
+            self._status.record(now, took, reason, events, snapshot=self._snapshot, states=states)
 
     def _compute(
         self,

@@ -27,6 +27,7 @@ import msgspec
 import structlog
 
 from notifier.keys import HISTORY_EVERY, HISTORY_STREAMS
+from notifier.metrics import TOP_STREAMS
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 
 if TYPE_CHECKING:
@@ -34,8 +35,10 @@ if TYPE_CHECKING:
 
     from structlog.typing import FilteringBoundLogger
 
+    from notifier.detect.store import Snapshot
     from notifier.detect.tally import StreamId, StreamState
     from notifier.keys import ClusterKeys
+    from notifier.metrics import Metrics
     from notifier.redis_client import AnyRedis
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "PollRecord",
     "Sample",
     "StatusWriter",
+    "audience_gauges",
     "decode_sample",
     "encode_sample",
     "read_status_fields",
@@ -206,6 +210,12 @@ def top_streams(
     )
 
 
+def audience_gauges(metrics: Metrics, cluster: str, states: Mapping[StreamId, StreamState]) -> None:
+    """After a committed poll: the live audiences and the largest ones as Prometheus gauges."""
+    top = ((app or "", key, n) for app, key, n in top_streams(states, TOP_STREAMS))
+    metrics.set_audiences(cluster, len(states), top)
+
+
 class StatusWriter:
     """Writes one cluster's ``P:{C}:status`` and ``P:{C}:history`` in the background."""
 
@@ -230,6 +240,29 @@ class StatusWriter:
         """Whether a poll committed at ``at_ms`` starts a new history slot (for this process;
         the script settles it between replicas)."""
         return self._slot is None or at_ms // EVERY_MS > self._slot
+
+    def record(
+        self,
+        at_ms: int,
+        took: float,
+        reason: str | None,
+        events: int,
+        *,
+        snapshot: Snapshot | None,
+        states: Mapping[StreamId, StreamState] | None,
+    ) -> None:
+        """One cycle the poller led: its report, and an audience sample when one is due (a
+        complete, committed poll in a new slot). ``snapshot`` None: no state loaded yet;
+        ``states`` None: stream events are off."""
+        tracked = streams = None
+        sample = None
+        if snapshot is not None:
+            tracked = len(snapshot.tracked)
+            streams = len(states) if states is not None else 0
+            if reason is None and self.sample_due(at_ms):
+                top = top_streams(states) if states is not None else ()
+                sample = Sample(at_ms, snapshot.sequence, tracked, top)
+        self.submit(CycleReport(at_ms, took, reason, events, tracked, streams), sample)
 
     def submit(self, report: CycleReport, sample: Sample | None = None) -> None:
         """Write ``report`` (and ``sample``) soon; returns at once."""
