@@ -35,7 +35,7 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, cycle, memory, streams, latency; reports in bench/results/
+bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, cycle, memory, streams, latency, partitions; reports in bench/results/
 	$(BIN)/python -m bench.poll
 	$(BIN)/python -m bench.detect
 	$(BIN)/python -m bench.deliver --concurrency 32
@@ -43,6 +43,7 @@ bench: $(STAMP)  ## benchmarks side by side: a 100k poll, detection, delivery, c
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.streams
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.partitions
 
 bench-quick: $(STAMP)  ## every benchmark once, small (about a minute): fails only if one breaks
 	$(BIN)/python -m bench.poll --viewers 5000 --page-sizes 1000 --runs 1
@@ -52,6 +53,7 @@ bench-quick: $(STAMP)  ## every benchmark once, small (about a minute): fails on
 	$(BIN)/python -m bench.memory --viewers 2000,10000 --polls 2
 	$(BIN)/python -m bench.streams --viewers 5000 --streams 50 --runs 1
 	$(BIN)/python -m bench.latency --duration 10
+	$(BIN)/python -m bench.partitions --quick
 
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.*

@@ -77,6 +77,23 @@ class ClusterKeys:
         """Counter: fencing tokens of the sink lease."""
         return f"{self.base}:sinkfence:{sink}"
 
+    def sink_layout(self, sink: str) -> str:
+        """String: how many partitions deliver this cluster's events to one sink (``K``), set
+        when its groups are made and changed only by ``sinks.layout`` (the flip guard: a worker
+        of another K neither takes a lease nor reads)."""
+        return f"{self.base}:sinklayout:{sink}"
+
+    def sink_carry(self, sink: str) -> str:
+        """Hash: what the groups of the sink's previous layout had done when K last changed
+        (``from`` K, ``last:<q>`` last delivered id, ``pending:<q>`` ids not acknowledged,
+        ``at`` where the new groups started): lets the new partitions skip what was delivered."""
+        return f"{self.base}:sinkcarry:{sink}"
+
+    def sink_handed(self, lane: str) -> str:
+        """String: the consumer that last handed a sink lane over cleanly (its entries still
+        pending are retries, safe to claim at once), with a TTL."""
+        return f"{self.base}:sinkhanded:{lane}"
+
     def slack_incident(self, sink: str, application_id: str | None, stream_key: str) -> str:
         """String: a Slack app sink's record of a stream's latest incident message (JSON: the
         incident's id, the message ``ts``, its figures); expires a while after it is resolved."""

@@ -29,6 +29,19 @@ redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return value
 """
 
+_ACQUIRE_GUARDED = (
+    """
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then
+  local current = redis.call('GET', KEYS[1])
+  if current and string.sub(current, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then
+    redis.call('DEL', KEYS[1])
+  end
+  return false
+end
+"""
+    + _ACQUIRE
+)
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -48,7 +61,19 @@ def new_owner_id() -> str:
 class Lease:
     """Acquire, keep and give back one lease (a cluster's poller, or a sink's worker)."""
 
-    def __init__(self, redis: AnyRedis, key: str, fence: str, owner: str, *, ttl: float) -> None:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        key: str,
+        fence: str,
+        owner: str,
+        *,
+        ttl: float,
+        guard: tuple[str, str] | None = None,
+    ) -> None:
+        """``guard``: ``(key, value)``: the lease is taken or kept only while that key holds
+        that value (a sink partition's layout: ``sinks.layout``); otherwise ``acquire`` gives
+        it back and returns False."""
         if ":" in owner:
             raise ValueError("a lease owner id cannot contain ':'")
         self._key = key
@@ -56,7 +81,8 @@ class Lease:
         self._owner = owner
         self._ttl_ms = max(int(ttl * 1000), 1)
         self._redis = redis
-        self._acquire = redis.register_script(_ACQUIRE)
+        self._guard = guard
+        self._acquire = redis.register_script(_ACQUIRE if guard is None else _ACQUIRE_GUARDED)
         self._release = redis.register_script(_RELEASE)
         self.value: str | None = None
 
@@ -67,7 +93,12 @@ class Lease:
 
     async def acquire(self) -> bool:
         """Take the lease if it is free, or extend it if it is ours; False if another holds it."""
-        value = await self._acquire(keys=[self._key, self._fence], args=[self._owner, self._ttl_ms])
+        keys = [self._key, self._fence]
+        args: list[str | int] = [self._owner, self._ttl_ms]
+        if self._guard is not None:
+            keys.append(self._guard[0])
+            args.append(self._guard[1])
+        value = await self._acquire(keys=keys, args=args)
         if not value:
             self.value = None
             return False

@@ -128,6 +128,47 @@ class Metrics:
             ["cluster"],
             registry=r,
         )
+        self.partition_lag = Gauge(
+            "notifier_sink_partition_lag",
+            "Stream entries one delivery partition of a sink has not read yet",
+            ["sink", "cluster", "partition"],
+            registry=r,
+        )
+        self.partition_pending = Gauge(
+            "notifier_sink_partition_pending",
+            "Entries one delivery partition has read and not acknowledged (in hand or retrying)",
+            ["sink", "cluster", "partition"],
+            registry=r,
+        )
+        self.partition_leading = Gauge(
+            "notifier_sink_partition_leading",
+            "1 while this process delivers one partition of a sink's events of a cluster",
+            ["sink", "cluster", "partition"],
+            registry=r,
+        )
+        self.fleet_replicas = Gauge(
+            "notifier_fleet_replicas",
+            "Live replicas (fresh heartbeats in Redis) as this process last saw them",
+            registry=r,
+        )
+        self.leases_held = Gauge(
+            "notifier_leases_held",
+            "Leases of a kind (pollers, sinks) this process holds",
+            ["kind"],
+            registry=r,
+        )
+        self.lease_cap = Gauge(
+            "notifier_lease_cap",
+            "Most leases of a kind one replica may hold: ceil(leases / live replicas)",
+            ["kind"],
+            registry=r,
+        )
+        self.handovers = Counter(
+            "notifier_handovers",
+            "Leases this process gave to another replica to balance the fleet",
+            ["kind"],
+            registry=r,
+        )
         self.streams = Gauge(
             "notifier_streams",
             "Live audiences (streams with at least one viewer) after the last committed poll",

@@ -1,5 +1,9 @@
-"""``notifier run``: supervised pollers (one per cluster) and sink workers (one per sink and
-cluster) until SIGINT/SIGTERM; SIGHUP resumes paused sinks.
+"""``notifier run``: supervised pollers (one per cluster) and sink workers (one per sink,
+cluster and partition) until SIGINT/SIGTERM; SIGHUP resumes paused sinks.
+
+Every replica runs them all; the leases decide who works, and the fleet (``notifier.fleet``)
+shares the leases out: each replica holds at most its share of each kind (pollers, sink
+workers), and hands leases over cleanly when a replica joins.
 
 A task that crashes is logged and restarted with backoff, never silently gone. A stop is said
 at once (``service.stopping``); then each poller abandons a poll still fetching (an incomplete
@@ -23,6 +27,7 @@ from notifier._aio import wait_event
 from notifier.detect.poller import Poller
 from notifier.detect.report import StatusWriter
 from notifier.detect.store import StateStore
+from notifier.fleet import Fleet
 from notifier.keys import ClusterKeys
 from notifier.lease import Lease, new_owner_id
 from notifier.metrics import Metrics
@@ -30,8 +35,9 @@ from notifier.redis_client import REDIS_ERRORS, connect_redis, redis_reason
 from notifier.server.endpoint import Endpoint
 from notifier.sinks.base import SinkContext
 from notifier.sinks.control import SinkControl
+from notifier.sinks.layout import Layout
+from notifier.sinks.partition import partitions
 from notifier.sinks.registry import create_sink
-from notifier.sinks.stream import SinkStream
 from notifier.sinks.worker import SinkWorker
 from notifier.storm import StormClient, create_session
 
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from notifier.config import Settings
+    from notifier.fleet import Gate
     from notifier.redis_client import AnyRedis
     from notifier.sinks.base import Sink
 
@@ -147,11 +154,22 @@ class Service:
                     await self._start_endpoint(stack, redis)
                 if settings.sinks and not await ensure_groups(redis, settings, stop):
                     return 0
-                tasks: list[asyncio.Task[None]] = []
-                if role in ("all", "poller"):
-                    tasks += await self._start_pollers(stack, redis, stop)
-                if role in ("all", "sinks"):
-                    tasks += await self._start_sinks(stack, redis, stop)
+                fleet = Fleet(
+                    redis,
+                    settings.redis.key_prefix,
+                    self.owner,
+                    ttl=settings.detection.leader_lease,
+                    metrics=self.metrics,
+                )
+                polling, delivering = role in ("all", "poller"), role in ("all", "sinks")
+                poller_gates = self._poller_gates(fleet) if polling else {}
+                sink_gates = self._sink_gates(fleet) if delivering else {}
+                await fleet.start()  # the first round decides before any lease is tried
+                tasks = [asyncio.create_task(fleet.run(stop), name="fleet")]
+                if polling:
+                    tasks += await self._start_pollers(stack, redis, stop, poller_gates)
+                if delivering:
+                    tasks += await self._start_sinks(stack, redis, stop, sink_gates)
                 log.info(
                     "service.started",
                     role=role,
@@ -181,7 +199,7 @@ class Service:
         return 0
 
     async def _start_pollers(
-        self, stack: AsyncExitStack, redis: AnyRedis, stop: asyncio.Event
+        self, stack: AsyncExitStack, redis: AnyRedis, stop: asyncio.Event, gates: Mapping[str, Gate]
     ) -> list[asyncio.Task[None]]:
         settings, tasks = self.settings, []
         for cluster in settings.clusters:
@@ -204,6 +222,7 @@ class Service:
                 ),
                 metrics=self.metrics,
                 status=StatusWriter(redis, keys, self.owner),
+                gate=gates[cluster.name],
             )
             self.pollers.append(poller)
             tasks.append(
@@ -214,40 +233,61 @@ class Service:
         return tasks
 
     async def _start_sinks(
-        self, stack: AsyncExitStack, redis: AnyRedis, stop: asyncio.Event
+        self, stack: AsyncExitStack, redis: AnyRedis, stop: asyncio.Event, gates: Mapping[str, Gate]
     ) -> list[asyncio.Task[None]]:
         settings, tasks = self.settings, []
-        context = SinkContext(redis, settings.redis.key_prefix)
+        prefix = settings.redis.key_prefix
+        context = SinkContext(redis, prefix)
         for sink_settings in settings.sinks:
             sink = self._sink_objects.get(sink_settings.name) or create_sink(sink_settings, context)
             stack.push_async_callback(sink.aclose)
             control = self.sinks[sink_settings.name] = SinkControl(sink_settings.name)
             needs = sink_settings.delivery_needs()
             for cluster in settings.clusters:
-                worker = SinkWorker(
-                    sink,
-                    sink_settings,
-                    control,
-                    cluster=cluster.name,
-                    redis=redis,
-                    keys=ClusterKeys(settings.redis.key_prefix, cluster.name),
-                    owner=self.owner,
-                    maxlen=settings.streams.maxlen,
-                    concurrency=needs.concurrency,
-                    claim_idle=needs.worst_delivery,
-                    lease_ttl=settings.detection.leader_lease,
-                    metrics=self.metrics,
-                )
-                tasks.append(
-                    asyncio.create_task(
-                        supervise(
-                            f"sink:{sink_settings.name}:{cluster.name}",
-                            functools.partial(worker.run, stop),
-                            stop,
+                for part in partitions(sink_settings.name, sink_settings.partitions):
+                    worker = SinkWorker(
+                        sink,
+                        sink_settings,
+                        control,
+                        cluster=cluster.name,
+                        redis=redis,
+                        keys=ClusterKeys(prefix, cluster.name),
+                        owner=self.owner,
+                        maxlen=settings.streams.maxlen,
+                        concurrency=needs.concurrency,
+                        claim_idle=needs.worst_delivery,
+                        lease_ttl=settings.detection.leader_lease,
+                        metrics=self.metrics,
+                        partition=part,
+                        gate=gates[_lane_lease(cluster.name, part.lane)],
+                    )
+                    tasks.append(
+                        asyncio.create_task(
+                            supervise(
+                                f"sink:{part.lane}:{cluster.name}",
+                                functools.partial(worker.run, stop),
+                                stop,
+                            )
                         )
                     )
-                )
         return tasks
+
+    def _poller_gates(self, fleet: Fleet) -> dict[str, Gate]:
+        """The fleet's gates of the cluster leases this service polls under."""
+        prefix = self.settings.redis.key_prefix
+        return fleet.register(
+            "pollers", {c.name: ClusterKeys(prefix, c.name).lease for c in self.settings.clusters}
+        )
+
+    def _sink_gates(self, fleet: Fleet) -> dict[str, Gate]:
+        """The fleet's gates of every (cluster, sink partition) lease this service runs."""
+        leases = {}
+        for cluster in self.settings.clusters:
+            keys = ClusterKeys(self.settings.redis.key_prefix, cluster.name)
+            for sink in self.settings.sinks:
+                for part in partitions(sink.name, sink.partitions):
+                    leases[_lane_lease(cluster.name, part.lane)] = part.lease_key(keys)
+        return fleet.register("sinks", leases)
 
     async def _start_endpoint(self, stack: AsyncExitStack, redis: AnyRedis) -> None:
         endpoint = Endpoint(
@@ -285,15 +325,21 @@ def _sighup_handled(loop: asyncio.AbstractEventLoop, callback: Callable[[], None
     return True
 
 
+def _lane_lease(cluster: str, lane: str) -> str:
+    """The fleet's name of a sink partition's lease on one cluster."""
+    return f"{cluster}/{lane}"
+
+
 async def ensure_groups(redis: AnyRedis, settings: Settings, stop: asyncio.Event) -> bool:
-    """Create every sink's consumer group on every cluster stream before anything is emitted."""
+    """Create every sink's consumer groups on every cluster stream before anything is emitted
+    (``sinks.layout``: a change of ``partitions`` waits for the old layout's workers)."""
     failing = False
     while not stop.is_set():
         try:
             for cluster in settings.clusters:
                 keys = ClusterKeys(settings.redis.key_prefix, cluster.name)
                 for sink in settings.sinks:
-                    await SinkStream(redis, keys, sink.name).ensure_group()
+                    await Layout(redis, keys, sink.name, sink.partitions).ensure()
         except REDIS_ERRORS as exc:
             if not failing:
                 log.warning("service.redis_unavailable", error=redis_reason(exc))

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from notifier.events import EventType, encode_event
+from notifier.fleet import OPEN, Gate
 from notifier.keys import ClusterKeys, sink_group
 from notifier.sinks.control import SinkControl
 from notifier.sinks.stream import SinkStream
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from notifier.sinks.base import Sink
+    from notifier.sinks.partition import Partition
     from notifier.sinks.settings import SinkBaseSettings
     from testkit.receivers import WebhookReceiver
 
@@ -100,9 +102,11 @@ async def create_group(redis: Redis, sink: str, keys: ClusterKeys = KEYS) -> Non
     await SinkStream(redis, keys, sink).ensure_group()
 
 
-async def pending(redis: Redis, sink: str, keys: ClusterKeys = KEYS) -> int:
-    """Entries delivered to the group but not acknowledged."""
-    info = await redis.xpending(keys.events, sink_group(sink))
+async def pending(
+    redis: Redis, sink: str, keys: ClusterKeys = KEYS, *, group: str | None = None
+) -> int:
+    """Entries delivered to the group (the sink's, or ``group``) but not acknowledged."""
+    info = await redis.xpending(keys.events, group or sink_group(sink))
     return int(info["pending"])
 
 
@@ -118,6 +122,8 @@ async def running_worker(
     lease_ttl: float = 2.0,
     keys: ClusterKeys = KEYS,
     owner: str | None = None,
+    partition: Partition | None = None,
+    gate: Gate = OPEN,
 ) -> AsyncIterator[SinkControl]:
     """A SinkWorker delivering until the block ends (then a graceful stop)."""
     control = control or SinkControl(settings.name)
@@ -134,6 +140,8 @@ async def running_worker(
         lease_ttl=lease_ttl,
         claim_idle=claim_idle,
         rng=random.Random(0),
+        partition=partition,
+        gate=gate,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from datetime import UTC, datetime
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from notifier.status.model import (
     EventLine,
     Incident,
     LastPoll,
+    PartitionLane,
     SinkLane,
     SinkStatus,
     Status,
@@ -268,6 +270,96 @@ def test_sinks_show_lanes_lag_at_a_glance_and_the_pause() -> None:
     assert '<span class="error">410 Gone</span>' in fragment
     ops = fragment[fragment.index('data-sink="ops"') :]
     assert 'class="lag ok"' in ops
+
+
+def partitioned_status() -> Status:
+    """The sample status with a sink of three partitions: one led, one paused by a hostile
+    reason, one nobody leads with a hostile error."""
+    parts = [
+        PartitionLane(
+            index=0,
+            lag=12,
+            pending=4,
+            leader="web-3-4242-ab12cd34",
+            last_delivered_at=iso(NOW - 3000),
+            last_error=None,
+        ),
+        PartitionLane(
+            index=1,
+            lag=1_500,
+            pending=0,
+            leader=HOSTILE_VIEWER,
+            last_delivered_at=None,
+            last_error=HOSTILE_KEY,
+            paused=HOSTILE_KEY,
+        ),
+        PartitionLane(
+            index=2,
+            lag=None,
+            pending=0,
+            leader=None,
+            last_delivered_at=None,
+            last_error=HOSTILE_KEY,
+        ),
+    ]
+    sink = SinkStatus(
+        name="split",
+        type="webhook",
+        paused=HOSTILE_KEY,
+        lanes=[lane(lag=1_500, pending=4, paused=HOSTILE_KEY, partitions=parts)],
+    )
+    return sample_status(sinks=[*sample_status().sinks, sink])
+
+
+def test_a_lane_of_several_partitions_has_a_row_per_partition() -> None:
+    """Under a lane of three, a sub-row per partition: its index, the leader's short id (the
+    whole id in its title), lag with its bar, pending; nobody leading says so."""
+    fragment = render_fragment(partitioned_status())
+    rows = re.findall(r'<tr class="part" data-sink="split" data-lane="eu-1" data-partition="(\d)"'
+                      r"(.*?)</tr>", fragment)  # fmt: skip
+    assert [index for index, _ in rows] == ["0", "1", "2"]
+    first, second, third = (row for _, row in rows)
+    assert "partition 0" in first
+    assert '<span class="mono" title="web-3-4242-ab12cd34">web-3-4242</span>' in first
+    assert 'class="lag ok"' in first
+    assert ">12</span>" in first
+    assert '<td data-label="Pending" class="num">4</td>' in first
+    assert 'class="lag bad"' in second
+    assert '<span class="pill bad">paused</span>' in second
+    assert ">1,500</span>" in second
+    assert '<span class="warn">no leader</span>' in third
+    assert 'class="lag warn"' in third
+    assert ">—</span>" in third
+
+
+def test_partition_rows_are_escaped_and_keep_the_csp() -> None:
+    """A leader id, pause reason or error that looks like markup stays text; no inline style."""
+    page = render(partitioned_status())
+    assert HOSTILE_KEY not in page
+    assert HOSTILE_VIEWER not in page
+    assert f'title="{escape(HOSTILE_VIEWER)}"' in page
+    tags = tags_of(page)
+    assert not [t for t, _ in tags if t == "img"]
+    assert [attrs for tag, attrs in tags if tag == "script"] == [
+        {"src": "assets/console.js", "defer": None}
+    ]
+    for tag, attrs in tags:
+        assert "style" not in attrs, tag
+        assert not [a for a in attrs if a.startswith("on")], tag
+
+
+def test_a_lane_of_one_partition_renders_as_before() -> None:
+    """K = 1: the lane's one partition adds no row; the page is that of a lane without it."""
+    one = PartitionLane(
+        index=0, lag=3, pending=0, leader="web-3-4242-ab12cd34", last_delivered_at=None,
+        last_error=None,
+    )  # fmt: skip
+    plain = sample_status(sinks=[SinkStatus(name="ops", type="slack", paused=None, lanes=[lane()])])
+    single = sample_status(
+        sinks=[SinkStatus(name="ops", type="slack", paused=None, lanes=[lane(partitions=[one])])]
+    )
+    assert render_fragment(single) == render_fragment(plain)
+    assert "data-partition" not in render_fragment(single)
 
 
 def test_events_show_type_time_stream_viewer_country_health() -> None:

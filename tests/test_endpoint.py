@@ -104,7 +104,13 @@ async def test_metrics_move_and_readiness_follows_redis(
                     "notifier_deliveries_total",
                     "notifier_delivery_duration_seconds_count",
                     "notifier_sink_lag",
+                    "notifier_sink_partition_lag",
+                    "notifier_sink_partition_pending",
+                    "notifier_sink_partition_leading",
                     "notifier_dead_letters",
+                    "notifier_fleet_replicas",
+                    "notifier_leases_held",
+                    "notifier_lease_cap",
                 ):
                     assert re.search(rf"^{name}\b", first, flags=re.MULTILINE), name
                 polls = metric(first, "notifier_polls_total", outcome="committed")
@@ -114,6 +120,12 @@ async def test_metrics_move_and_readiness_follows_redis(
                 assert metric(second, "notifier_viewers", cluster="eu-1") > 0
                 assert metric(second, "notifier_events_total", type="viewer.connected") >= 50
                 assert metric(second, "notifier_deliveries_total", outcome="delivered") > 0
+                assert metric(second, "notifier_sink_partition_leading", partition="0") == 1
+                while metric(second, "notifier_leases_held", kind="sinks") < 1:
+                    _, second = await get(http, f"{base}/metrics")  # the fleet's next round
+                assert metric(second, "notifier_fleet_replicas") == 1  # alone: holds every lease
+                assert metric(second, "notifier_leases_held", kind="pollers") == 1
+                assert metric(second, "notifier_lease_cap", kind="sinks") == 1
 
                 redis_server.stop()
                 status, body = await get(http, f"{base}/readyz")

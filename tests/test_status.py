@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import pytest
@@ -24,13 +24,15 @@ from notifier.detect.poller import Poller
 from notifier.detect.report import Sample, StatusWriter
 from notifier.detect.store import StateStore
 from notifier.detect.tally import StreamId, StreamState
-from notifier.events import decode_event, encode_event
+from notifier.events import decode_event, encode_event, iso_time
 from notifier.keys import ClusterKeys
 from notifier.lease import Lease
 from notifier.simulator import PopulationSettings, SimulatorSettings, running_simulator
+from notifier.sinks.partition import partitions
 from notifier.sinks.webhook import WebhookSink
 from notifier.status import EventLine, Status, StatusUnavailable, StreamStatus, read_status
 from notifier.status.build import events_per_minute
+from notifier.status.model import PartitionLane
 from notifier.status.table import print_status
 from notifier.storm import StormClient, create_session
 from testkit.receivers import Reply, WebhookReceiver
@@ -366,6 +368,176 @@ async def test_redis_that_does_not_answer_is_one_line() -> None:
             await read_status(redis, settings_for("redis://x"))
     finally:
         await redis.aclose()
+
+
+# --- delivery partitions -----------------------------------------------------------------------
+
+
+PARTED = [hook("hooks", "https://hooks.example.com/x") | {"partitions": 3}]
+"""A sink whose delivery of each cluster is split into three partitions."""
+OWNER_A, OWNER_B = "web-a-11-0a1b2c3d", "web-b-22-4e5f6a7b"
+
+
+async def add_events(redis: Redis, count: int) -> None:
+    """``count`` viewer events on the cluster stream, as a poller writes them."""
+    for n in range(count):
+        _, body = encode_event(
+            cluster="sim",
+            event_type="viewer.connected",
+            viewer_id=f"v{n}",
+            record=b'{"id": "v"}',
+            data={},
+            sequence=n + 1,
+            epoch=str(uuid.UUID(int=1)),
+            time_ms=1_770_000_000_000 + n,
+        )
+        await redis.xadd(KEYS.events, {"event": body})
+
+
+async def read_as(redis: Redis, group: str, count: int, *, ack: int = 0) -> None:
+    """Make ``group`` at the start of the stream, read ``count`` entries through it, then
+    acknowledge the first ``ack`` of them."""
+    await redis.xgroup_create(KEYS.events, group, id="0")
+    if not count:
+        return
+    reply = cast(
+        "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",
+        await redis.xreadgroup(group, "c1", {KEYS.events: ">"}, count=count),
+    )
+    ids = [entry_id for entry_id, _ in reply[0][1]]
+    assert len(ids) == count
+    if ack:
+        await redis.xack(KEYS.events, group, *ids[:ack])
+
+
+async def write_partitioned(redis: Redis, now_ms: int) -> None:
+    """Ten events; partition 0 read them all (6 not acknowledged), 1 read three, 2 none;
+    0 and 1 led by two replicas, 2 by nobody; 1 paused with the newest error and delivery;
+    one retry and two dead letters of the sink."""
+    await add_events(redis, 10)
+    await read_as(redis, "sink:hooks:0", 10, ack=4)
+    await read_as(redis, "sink:hooks:1", 3, ack=3)
+    await read_as(redis, "sink:hooks:2", 0)
+    parts = partitions("hooks", 3)
+    await redis.set(parts[0].lease_key(KEYS), f"{OWNER_A}:5")
+    await redis.set(parts[1].lease_key(KEYS), f"{OWNER_B}:9")
+    await redis.hset(
+        KEYS.sink_state("hooks:0"),
+        mapping={
+            "last_error": "HTTP 500 (older)",
+            "last_error_at": now_ms - 60_000,
+            "last_delivered_at": now_ms - 30_000,
+        },
+    )
+    await redis.hset(
+        KEYS.sink_state("hooks:1"),
+        mapping={
+            "paused": "HTTP 410 (Gone)",
+            "last_error": "HTTP 410 (Gone)",
+            "last_error_at": now_ms - 5_000,
+            "last_delivered_at": now_ms - 10_000,
+        },
+    )
+    await redis.hset(KEYS.retries("hooks"), "some-event", "1")
+    for _ in range(2):
+        await redis.xadd(KEYS.dlq("hooks"), {"event": "x"})
+
+
+async def test_a_lane_of_three_partitions_shows_each_and_their_aggregate(redis: Redis) -> None:
+    """Per partition its group's lag and pending, its lease holder and its report; the lane's
+    lag the largest of them, pending their sum, the newest error and delivery, the pause of
+    the paused one (one problem line for the sink), retries and dead letters per sink."""
+    now = time.time()
+    now_ms = int(now * 1000)
+    await write_partitioned(redis, now_ms)
+    await redis.hset(KEYS.meta, mapping={"polled_at": now_ms, "sequence": 10})
+    status = await read_status(redis, settings_for("redis://x", PARTED), now=now)
+    (sink,) = status.sinks
+    (lane,) = sink.lanes
+    assert [(p.index, p.lag, p.pending, p.leader) for p in lane.partitions] == [
+        (0, 0, 6, OWNER_A),
+        (1, 7, 0, OWNER_B),
+        (2, 10, 0, None),
+    ]
+    assert [p.leader_short for p in lane.partitions] == ["web-a-11", "web-b-22", None]
+    first, second, third = lane.partitions
+    assert (first.last_error, first.paused) == ("HTTP 500 (older)", None)
+    assert first.last_delivered_at == iso_time(now_ms - 30_000)
+    assert (second.paused, second.last_delivered_at) == (
+        "HTTP 410 (Gone)",
+        iso_time(now_ms - 10_000),
+    )
+    assert (third.last_error, third.last_delivered_at, third.paused) == (None, None, None)
+    assert (lane.lag, lane.pending, lane.retrying, lane.dead_letters) == (10, 6, 1, 2)
+    assert (lane.last_error, lane.last_error_at) == ("HTTP 410 (Gone)", iso_time(now_ms - 5_000))
+    assert lane.last_delivered_at == iso_time(now_ms - 10_000)
+    assert lane.paused == sink.paused == "HTTP 410 (Gone)"
+    assert status.problems == ["sink hooks: paused: HTTP 410 (Gone)"]
+
+    health = await read_status(redis, settings_for("redis://x", PARTED), now=now, detail=False)
+    (health_lane,) = health.sinks[0].lanes
+    assert [p.paused for p in health_lane.partitions] == [None, "HTTP 410 (Gone)", None]
+    assert health.problems == status.problems
+    assert health_lane.partitions[0].leader is None  # the leases are not read for health
+
+
+async def test_a_partition_without_its_group_leaves_the_lag_unknown(redis: Redis) -> None:
+    """Before every partition's group exists the lane's lag is unknown (None); the others'
+    figures are still shown."""
+    await add_events(redis, 4)
+    await read_as(redis, "sink:hooks:0", 1)
+    await read_as(redis, "sink:hooks:2", 0)
+    status = await read_status(redis, settings_for("redis://x", PARTED))
+    (lane,) = status.sinks[0].lanes
+    assert [(p.lag, p.pending) for p in lane.partitions] == [(3, 1), (None, 0), (4, 0)]
+    assert (lane.lag, lane.pending) == (None, 1)
+
+
+async def test_one_partition_keeps_the_names_of_a_sink_without_partitions(redis: Redis) -> None:
+    """K = 1: the group ``sink:<name>``, the report ``sinkstate:<name>`` and the lease
+    ``sinklease:<name>``, one partition (index 0) whose figures are the lane's; groups of
+    partitions of another K do not count."""
+    now_ms = int(time.time() * 1000)
+    await add_events(redis, 5)
+    await read_as(redis, "sink:hooks", 2, ack=1)
+    await read_as(redis, "sink:hooks:0", 0)  # left by a layout of K = 2, say
+    await redis.set(KEYS.sink_lease("hooks"), f"{OWNER_A}:1")
+    await redis.hset(KEYS.sink_state("hooks"), "last_delivered_at", now_ms - 1000)
+    settings = settings_for("redis://x", [hook("hooks", "https://hooks.example.com/x")])
+    (lane,) = (await read_status(redis, settings)).sinks[0].lanes
+    assert (lane.lag, lane.pending, lane.last_delivered_at) == (3, 1, iso_time(now_ms - 1000))
+    assert lane.partitions == [
+        PartitionLane(
+            index=0,
+            lag=3,
+            pending=1,
+            leader=OWNER_A,
+            last_delivered_at=iso_time(now_ms - 1000),
+            last_error=None,
+        )
+    ]
+
+
+async def test_the_table_shows_a_row_per_partition(redis: Redis) -> None:
+    """``notifier status`` prints a sub-row per partition under a lane of three (index, the
+    leader's short id, lag, pending), error text as it is; a lane of one has none."""
+    now = time.time()
+    await write_partitioned(redis, int(now * 1000))
+    await redis.hset(KEYS.sink_state("hooks:2"), "last_error", "[bold]HTTP 500[/]")
+    settings = settings_for("redis://x", [*PARTED, hook("single", "https://hooks.example.com/y")])
+    out = io.StringIO()
+    print_status(await read_status(redis, settings, now=now), Console(file=out, width=250))
+    lines = out.getvalue().splitlines()
+    rows = {n: next(line for line in lines if f"partition {n} " in line) for n in range(3)}
+    cells = [[cell.strip() for cell in rows[n].split("│")[1:6]] for n in range(3)]
+    assert cells == [
+        ["partition 0", "", "web-a-11", "0", "6"],
+        ["partition 1", "", "paused: HTTP 410 (Gone)", "7", "0"],
+        ["partition 2", "", "no leader", "10", "0"],
+    ]
+    assert "[bold]HTTP 500[/]" in rows[2]
+    assert sum("partition" in line for line in lines) == 3  # none for the sink of one
+    assert any("single (webhook)" in line for line in lines)
 
 
 # --- notifier status ----------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 - Polls start every ``poll_interval`` (no drift build-up); a poll that overruns its slot
   skips the missed slots instead of overlapping.
-- Only the holder of the cluster's lease polls; the lease is kept alive in the background,
-  and a replica takes it over when it expires.
+- Only the holder of the cluster's lease polls (``leadership``): it takes the lease when the
+  fleet's gate allows, keeps it alive in the background, and hands it over between two polls
+  when the fleet gives the cluster to another replica, saving its newest records first.
 - Tracked viewers missing from a poll are looked up with the batch endpoint before they count
   as missed: offset paging over a live audience can skip a viewer that never left.
 - The state is cached in memory and trusted only while the commit script finds Redis at the
@@ -30,6 +31,7 @@ from notifier._aio import wait_event
 from notifier.detect.absent import MAX_LOOKUPS, AbsentCheck
 from notifier.detect.audiences import Audiences
 from notifier.detect.encoding import PollEvents
+from notifier.detect.leadership import Leadership
 from notifier.detect.outages import Outages
 from notifier.detect.pace import Pace
 from notifier.detect.refresh import RecordAges
@@ -37,6 +39,7 @@ from notifier.detect.report import audience_gauges
 from notifier.detect.rules import detect
 from notifier.detect.store import Checkpoint, CommitOutcome, KeepStreams, Snapshot
 from notifier.errors import StateError
+from notifier.fleet import OPEN
 from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from notifier.detect.settings import DetectionSettings
     from notifier.detect.store import StateStore
     from notifier.events import Emission, StreamEmission
+    from notifier.fleet import Gate
     from notifier.lease import Lease
     from notifier.storm import Poll, StormClient, Viewer
     from notifier.storm.settings import ClusterSettings
@@ -71,8 +75,9 @@ def next_slot(previous: float, interval: float, now: float) -> float:
 
 
 class Poller:
-    """Polls one cluster and commits what changed. Pass in the client, store and lease, and
-    the status writer if the cycles are to be reported (``notifier run`` does)."""
+    """Polls one cluster and commits what changed. Pass in the client, store and lease, the
+    status writer if the cycles are to be reported (``notifier run`` does), and the fleet's
+    gate of the lease if replicas share the clusters (``notifier.fleet``)."""
 
     def __init__(
         self,
@@ -86,6 +91,7 @@ class Poller:
         status: StatusWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        gate: Gate = OPEN,
     ) -> None:
         self._cluster = cluster
         self._detection = detection
@@ -93,7 +99,6 @@ class Poller:
         self._said_unplaced = False
         self._client = client
         self._store = store
-        self._lease = lease
         self._status = status
         self._clock = clock
         self._wall_clock = wall_clock
@@ -103,14 +108,21 @@ class Poller:
         )
         self._metrics = metrics or Metrics()
         self.last_commit: float | None = None  # monotonic time of the last committed poll
-        self._leading = False
-        self._said_standby = False
         self._phase = "fetch"  # of the cycle under way
         self.commits = 0
         self.events = 0
         self.tracked = 0  # viewers tracked after the last committed poll
         self._log = structlog.get_logger("notifier.poller").bind(cluster=cluster.name)
         self._outages = Outages(self._log)
+        self._leader = Leadership(
+            lease,
+            gate,
+            cluster=cluster.name,
+            ttl=detection.leader_lease,
+            metrics=self._metrics,
+            outages=self._outages,
+            log=self._log,
+        )
         self._absent = AbsentCheck(client, enabled=detection.confirm_with_lookup, log=self._log)
         self._pace = Pace(
             cluster.name,
@@ -125,7 +137,7 @@ class Poller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll on schedule until ``stop`` is set; a commit in hand is finished first."""
-        keeper = asyncio.create_task(self._keep_lease(stop))
+        keeper = asyncio.create_task(self._leader.keep(stop, self._forget_snapshot))
         slot = self._clock()
         try:
             while not stop.is_set():
@@ -142,7 +154,14 @@ class Poller:
 
     async def close(self) -> None:
         """Write the newest records to Redis and give the lease back (a clean stop)."""
-        snapshot, lease = self._snapshot, self._lease.value
+        await self._checkpoint()
+        await self._leader.give_up()
+        if self._status is not None:
+            await self._status.aclose()
+
+    async def _checkpoint(self) -> None:
+        """Write the newest records (a stop or a hand-over); forget the cached state."""
+        snapshot, lease = self._snapshot, self._leader.value
         if snapshot is not None and lease is not None and snapshot.tracked:
             try:
                 outcome, generation = await self._store.commit(
@@ -157,18 +176,22 @@ class Poller:
             else:
                 self._log.debug("poller.checkpoint", outcome=outcome.value, generation=generation)
         self._snapshot = None
-        await self._give_up_lease()
-        if self._status is not None:
-            await self._status.aclose()
+
+    def _forget_snapshot(self) -> None:
+        self._snapshot = None
 
     async def cycle(self, stop: asyncio.Event | None = None) -> None:
         """One scheduled slot: make sure we lead, then poll, commit and report the cycle.
 
         ``notifier_poll_duration_seconds`` times the whole of it (fetch, decode, lookup, detect,
         encode, commit), ``notifier_poll_phase_seconds`` each phase. If ``stop`` is set before
-        the commit begins, the cycle is abandoned; a commit under way is finished.
+        the commit begins, the cycle is abandoned; a commit under way is finished. A lease the
+        fleet wants elsewhere is handed over instead, before any poll.
         """
-        if not self._lease.held and not await self._try_lead():
+        if self._leader.should_give():
+            await self._leader.hand_over(self._checkpoint)
+            return
+        if not self._leader.held and not await self._leader.try_lead():
             return
         started = self._pace.start()
         events = self.events
@@ -258,7 +281,7 @@ class Poller:
             self._compute, snapshot, poll, confirmed, count_misses, polled_at
         )
         began = self._pace.phase("detect", self._clock() - began)
-        lease = self._lease.value
+        lease = self._leader.value
         if lease is None:
             return "lease lost before the commit"
         emissions: list[Emission | StreamEmission] = [*detection.emissions]
@@ -294,8 +317,7 @@ class Poller:
                     " them)",
                     hint="a poll that outlasts detection.leader_lease, or a paused process",
                 )
-                self._lease.forget()
-                self._set_leading(leading=False, reason="fenced")
+                self._leader.lost("fenced")
                 return "commit fenced: this replica no longer leads the cluster"
             self._metrics.polls.labels(self._cluster.name, "dropped").inc()
             self._log.info(
@@ -392,57 +414,3 @@ class Poller:
             load = functools.partial(self._audiences.load, kept=snapshot.audiences, now=now)
             await asyncio.to_thread(load, snapshot.tracked, snapshot.streams)
         return snapshot
-
-    # --- leadership -----------------------------------------------------------------------------
-
-    async def _try_lead(self) -> bool:
-        try:
-            leading = await self._lease.acquire()
-        except REDIS_ERRORS as exc:
-            self._outages.redis(ok=False, error=exc)
-            return False
-        self._outages.redis(ok=True)
-        self._set_leading(leading=leading)
-        if not leading and not self._said_standby:
-            await self._stand_by()
-        return leading
-
-    async def _stand_by(self) -> None:
-        """Say once that another replica leads (again only after this one led and lost it)."""
-        self._said_standby = True
-        try:
-            holder = await self._lease.holder()
-        except REDIS_ERRORS:
-            holder = None
-        self._log.info(
-            "poller.standing_by",
-            holder=holder,
-            effect="polls when the holder stops or its lease runs out",
-        )
-
-    async def _keep_lease(self, stop: asyncio.Event) -> None:
-        """Renew (or try to take) the lease every third of its TTL."""
-        period = self._detection.leader_lease / 3
-        while not stop.is_set():
-            if await wait_event(stop, period):
-                return
-            was = self._lease.value
-            await self._try_lead()
-            if was is not None and self._lease.value != was:
-                self._snapshot = None  # someone else led in between: trust nothing cached
-
-    async def _give_up_lease(self) -> None:
-        try:
-            await self._lease.release()
-        except REDIS_ERRORS as exc:
-            self._log.info("poller.lease_not_released", error=str(exc))
-
-    def _set_leading(self, *, leading: bool, reason: str | None = None) -> None:
-        self._metrics.leading.labels(self._cluster.name).set(1 if leading else 0)
-        if leading != self._leading:
-            self._leading = leading
-            if leading:
-                self._said_standby = False
-                self._log.info("poller.leading", lease=self._lease.value)
-            else:
-                self._log.warning("poller.following", reason=reason or "another replica leads")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from notifier.status.model import (
         ClusterStatus,
         EventLine,
+        PartitionLane,
         SinkLane,
         SinkStatus,
         Status,
@@ -214,10 +215,10 @@ def _streams(status: Status, now_ms: int) -> str:
     return f'<section id="streams"><h2>Top streams</h2>{body}</section>'
 
 
-def _lag_level(sink: SinkStatus, lane: SinkLane) -> str:
-    if sink.paused or (lane.lag is not None and lane.lag >= LAG_BAD):
+def _lag_level(paused: str | None, lag: int | None, retrying: int = 0) -> str:
+    if paused or (lag is not None and lag >= LAG_BAD):
         return "bad"
-    if lane.lag is None or lane.lag >= LAG_WARN or lane.retrying:
+    if lag is None or lag >= LAG_WARN or retrying:
         return "warn"
     return "ok"
 
@@ -240,7 +241,7 @@ def _lane(sink: SinkStatus, lane: SinkLane | None, now_ms: int, first: bool) -> 
             f'<tr {attrs}><td data-label="Sink">{head}</td>'
             '<td colspan="7" class="muted">no cluster stream yet</td></tr>'
         )
-    level = _lag_level(sink, lane)
+    level = _lag_level(sink.paused, lane.lag, lane.retrying)
     error = (
         f'<span class="error">{_e(lane.last_error)}</span>{_ago(lane.last_error_at, now_ms)}'
         if lane.last_error
@@ -256,6 +257,39 @@ def _lane(sink: SinkStatus, lane: SinkLane | None, now_ms: int, first: bool) -> 
         f'<td data-label="Retrying" class="num">{_count(lane.retrying)}</td>'
         f'<td data-label="Dead letters" class="num {dead}">{_count(lane.dead_letters)}</td>'
         f'<td data-label="Last delivery">{_ago(lane.last_delivered_at, now_ms)}</td>'
+        f'<td data-label="Last error">{error}</td></tr>'
+    ) + _partitions(sink, lane, now_ms)
+
+
+def _partitions(sink: SinkStatus, lane: SinkLane, now_ms: int) -> str:
+    """A sub-row per partition under a lane of a sink with several; nothing for one."""
+    if len(lane.partitions) < 2:
+        return ""
+    return "".join(_partition(sink, lane, part, now_ms) for part in lane.partitions)
+
+
+def _partition(sink: SinkStatus, lane: SinkLane, part: PartitionLane, now_ms: int) -> str:
+    level = _lag_level(part.paused, part.lag)
+    if part.leader:
+        leader = f'<span class="mono" title="{_e(part.leader)}">{_e(part.leader_short)}</span>'
+    else:
+        leader = '<span class="warn">no leader</span>'
+    if part.paused:
+        error = f'<span class="pill bad">paused</span><span class="sub">{_e(part.paused)}</span>'
+    elif part.last_error:
+        error = f'<span class="error">{_e(part.last_error)}</span>'
+    else:
+        error = '<span class="muted">none</span>'
+    return (
+        f'<tr class="part" data-sink="{_e(sink.name)}" data-lane="{_e(lane.cluster)}"'
+        f' data-partition="{part.index}">'
+        f'<td data-label="Partition"><span class="sub">partition {part.index}</span></td>'
+        f'<td data-label="Leader">{leader}</td>'
+        f'<td data-label="Lag" class="lag {level}">{level_bar(part.lag, level=level)}'
+        f'<span class="num">{_count(part.lag)}</span></td>'
+        f'<td data-label="Pending" class="num">{_count(part.pending)}</td>'
+        '<td class="num"></td><td class="num"></td>'  # retries, dead letters: per sink
+        f'<td data-label="Last delivery">{_ago(part.last_delivered_at, now_ms)}</td>'
         f'<td data-label="Last error">{error}</td></tr>'
     )
 

@@ -20,10 +20,11 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from notifier.keys import ClusterKeys, sink_group
+from notifier.keys import ClusterKeys
 from notifier.redis_client import REDIS_ERRORS
 from notifier.server.auth import bearer_auth
 from notifier.server.console import ConsolePage, serve_asset
+from notifier.sinks.partition import partitions
 from notifier.status import StatusUnavailable, problem_lines, read_status, sink_problem
 
 if TYPE_CHECKING:
@@ -140,11 +141,20 @@ class Endpoint:
             groups: list[dict[str, Any]] = []
             if self.settings.sinks and await self.redis.exists(keys.events):
                 groups = await self.redis.xinfo_groups(keys.events)
-            lags = {_text(g["name"]): g.get("lag") for g in groups}
+            by_name = {_text(g["name"]): g for g in groups}
             for sink in self.settings.sinks:
-                lag = lags.get(sink_group(sink.name))
-                if lag is not None:
-                    self.metrics.sink_lag.labels(sink.name, cluster.name).set(int(lag))
+                lags = []
+                for part in partitions(sink.name, sink.partitions):
+                    group = by_name.get(part.group)
+                    if group is None:
+                        continue
+                    labels = (sink.name, cluster.name, part.label)
+                    if (lag := group.get("lag")) is not None:
+                        self.metrics.partition_lag.labels(*labels).set(int(lag))
+                        lags.append(int(lag))
+                    self.metrics.partition_pending.labels(*labels).set(int(group["pending"]))
+                if lags:  # every partition reads the whole stream: the furthest behind
+                    self.metrics.sink_lag.labels(sink.name, cluster.name).set(max(lags))
                 dead = await self.redis.xlen(keys.dlq(sink.name))
                 self.metrics.dead_letters.labels(sink.name, cluster.name).set(int(dead))
 

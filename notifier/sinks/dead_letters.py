@@ -46,12 +46,15 @@ class DeadLetters:
         *,
         maxlen: int,
         wall_clock: Callable[[], float] = time.time,
+        group: str | None = None,
     ) -> None:
+        """``group``: the consumer group whose entries are moved here (a partition's); the
+        sink's only one by default."""
         self._redis = redis
         self.cluster = keys.cluster
         self.key = keys.dlq(sink)
         self._stream = keys.events
-        self._group = sink_group(sink)
+        self._group = group or sink_group(sink)
         self._retries = keys.retries(sink)
         self._maxlen = maxlen
         self._wall_clock = wall_clock

@@ -13,6 +13,7 @@ from notifier.unset import is_unset
 
 __all__ = ["DeliveryNeeds", "HttpUrlSecret", "RetrySettings", "SinkBaseSettings", "SinkFilter"]
 
+MAX_PARTITIONS = 64
 DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
 
@@ -64,6 +65,14 @@ class SinkBaseSettings(Frozen):
         " audiences already there when the notifier began) without delivering them",
     )
     retry: RetrySettings = RetrySettings()
+    partitions: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_PARTITIONS,
+        description="workers per cluster, each delivering the events of a share of the viewers"
+        " (CRC32 of the viewer id mod K), under its own lease and consumer group; may be"
+        " changed on a running system (docs/operations.md, Scaling)",
+    )
 
     def delivery_needs(self) -> DeliveryNeeds:
         """Eight deliveries at once, 15 s at worst; a sink type with knobs of its own overrides."""

@@ -1,6 +1,7 @@
 """The Redis side of a sink worker: its consumer group, pending entries and retry states.
 
-Per (cluster, sink): the consumer group ``sink:<sink>`` on ``P:{C}:events`` and the hash
+Per (cluster, sink): the consumer group ``sink:<sink>`` (a partition's ``sink:<sink>:<k>``)
+on ``P:{C}:events`` and the hash
 ``P:{C}:retries:<sink>`` (entry id -> attempts, last status, next attempt, reason: only for
 events being retried). Dead letters are ``dead_letters.DeadLetters``; ``read_range`` pages
 through any stream (``replay`` and ``dlq`` read with it).
@@ -56,10 +57,14 @@ class RetryState:
 class SinkStream:
     """One sink's view of one cluster stream."""
 
-    def __init__(self, redis: AnyRedis, keys: ClusterKeys, sink: str) -> None:
+    def __init__(
+        self, redis: AnyRedis, keys: ClusterKeys, sink: str, *, group: str | None = None
+    ) -> None:
+        """``group``: a partition's (``partition.Partition.group``); the sink's only one by
+        default."""
         self._redis = redis
         self.stream = keys.events
-        self.group = sink_group(sink)
+        self.group = group or sink_group(sink)
         self.retries = keys.retries(sink)
 
     async def ensure_group(self) -> None:
@@ -107,6 +112,20 @@ class SinkStream:
                 gone += [_text(i) for i in reply[2]]
             if cursor == "0-0":
                 return claimed, gone
+
+    async def claim_from(self, previous: str, consumer: str) -> int:
+        """Take every entry pending with ``previous`` at once (it handed over cleanly: what it
+        left is retries, not deliveries in flight). Returns how many moved."""
+        moved = 0
+        while True:
+            detail = await self._redis.xpending_range(
+                self.stream, self.group, min="-", max="+", count=PAGE, consumername=previous
+            )
+            ids: list[int | bytes | str | memoryview] = [_text(d["message_id"]) for d in detail]
+            if not ids:
+                return moved
+            await self._redis.xclaim(self.stream, self.group, consumer, 0, ids, justid=True)
+            moved += len(ids)
 
     async def foreign_pending(self, consumer: str) -> tuple[int, float]:
         """Entries pending with other consumers, and how long until the youngest is claimable."""

@@ -2,9 +2,18 @@
 
 - **At least once.** An entry is acknowledged only once it is delivered, filtered out, or
   dead-lettered. A worker that dies leaves its entries pending; the next one claims them.
-- **One worker per (sink, cluster) at a time**, under a lease: per-viewer order cannot hold if
-  two consumers split a stream. Replicas stand by and take over when the lease runs out,
+- **One worker per (sink, cluster, partition) at a time**, under a lease: per-viewer order
+  cannot hold if two consumers split a viewer's events. A sink's ``partitions: K`` splits the
+  viewers (``partition``); each partition has its own group and lease, and acknowledges the
+  other partitions' entries unread. Replicas stand by and take over when the lease runs out,
   claiming the dead worker's entries once they have been idle longer than a delivery can take.
+- **Balanced** (``notifier.fleet``): a worker takes its lease only when the fleet's share says
+  so, and hands it over when another replica should have it: it stops reading, finishes the
+  deliveries in hand, acknowledges, notes that it handed over cleanly (so the next holder claims
+  its retries at once instead of waiting for them to look abandoned) and releases the lease.
+- **Layout** (``layout``): before leading, the worker makes sure the stream is delivered in its
+  K partitions, carrying over what an earlier K had done; it stands by while replicas of
+  another K still deliver.
 - **Per viewer, in stream order; retries; batching; the backlog bound**: the pure
   ``schedule.Schedule``, run by ``delivery.DeliveryEngine``. Retry states are saved in Redis
   (``stream.SinkStream``), so a new worker carries on where the last stopped; a permanent
@@ -31,17 +40,20 @@ import structlog
 
 from notifier._aio import wait_event
 from notifier.events import DeadLetter, UnreadableEvent, decode_event
+from notifier.fleet import OPEN, Gate
 from notifier.lease import Lease
 from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 from notifier.sinks.acks import AckBuffer
-from notifier.sinks.base import Delivered, Retry
 from notifier.sinks.dead_letters import DeadLetters
 from notifier.sinks.delivery import DeliveryEngine
 from notifier.sinks.filter import event_filter
 from notifier.sinks.lane import LaneReporter
+from notifier.sinks.layout import Layout
+from notifier.sinks.ledger import RedisLedger, cancel_firmly
+from notifier.sinks.partition import Partition
 from notifier.sinks.schedule import RetryPolicy, Schedule
-from notifier.sinks.stream import RetryState, SinkStream
+from notifier.sinks.stream import SinkStream
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,20 +62,21 @@ if TYPE_CHECKING:
     from notifier.redis_client import AnyRedis
     from notifier.sinks.base import Sink
     from notifier.sinks.control import SinkControl
-    from notifier.sinks.schedule import Decision
+    from notifier.sinks.layout import Carry
     from notifier.sinks.settings import SinkBaseSettings
-    from notifier.sinks.stream import Entry
+    from notifier.sinks.stream import Entry, RetryState
 
 __all__ = ["SinkWorker"]
 
 READ_COUNT = 500
 READ_BLOCK_MS = 1000
-CANCEL_AGAIN = 0.5  # seconds before a stopping worker cancels a task that ignored it again
+HANDED_TTL = 600.0  # seconds a clean hand-over's note lives: the next holder reads it at once
 TRIM_CHECK_INTERVAL = 5.0
 
 
 class SinkWorker:
-    """Delivers the events of one cluster stream to one sink. Pass in the sink and Redis."""
+    """Delivers the events of one cluster stream to one sink (one partition of them). Pass in
+    the sink and Redis."""
 
     def __init__(
         self,
@@ -86,25 +99,38 @@ class SinkWorker:
         metrics: Metrics | None = None,
         stream: SinkStream | None = None,
         report_every: float = 1.0,
+        partition: Partition | None = None,
+        gate: Gate = OPEN,
     ) -> None:
-        """``stream`` defaults to the sink's group on ``keys.events``; pass one to observe it.
-        ``report_every``: seconds between two writes of the lane's report (``lane``)."""
+        """``stream`` defaults to the partition's group on ``keys.events``; pass one to observe
+        it. ``report_every``: seconds between two writes of the lane's report (``lane``).
+        ``partition`` defaults to the sink's only one; ``gate`` is the fleet's say on its lease."""
+        part = partition or Partition(settings.name, 0, settings.partitions)
+        self.partition = part
+        self._gate = gate
+        self._keys = keys
+        self._redis = redis
+        self._layout = Layout(redis, keys, settings.name, part.count)
+        self._carry: Carry | None = None
+        self._handing_over = False
+        self._said_waiting = ""
         self._sink = sink
         self._settings = settings
         self._control = control
         self._cluster = cluster
         self._owner = owner
         self._metrics = metrics or Metrics()
-        self._stream = stream or SinkStream(redis, keys, settings.name)
+        self._stream = stream or SinkStream(redis, keys, settings.name, group=part.group)
         self._letters = DeadLetters(
-            redis, keys, settings.name, maxlen=maxlen, wall_clock=wall_clock
+            redis, keys, settings.name, maxlen=maxlen, wall_clock=wall_clock, group=part.group
         )
         self._lease = Lease(
             redis,
-            keys.sink_lease(settings.name),
-            keys.sink_fence(settings.name),
+            part.lease_key(keys),
+            part.fence_key(keys),
             owner,
             ttl=lease_ttl,
+            guard=(self._layout.key, str(part.count)),
         )
         self._lease_ttl = lease_ttl
         self._claim_idle = claim_idle
@@ -116,9 +142,11 @@ class SinkWorker:
         self._policy = RetryPolicy(settings.retry.schedule)
         self._takes = event_filter(settings)  # None: the sink takes every event
         self._log = structlog.get_logger("notifier.sink").bind(sink=settings.name, cluster=cluster)
+        if part.count > 1:
+            self._log = self._log.bind(partition=part.index, partitions=part.count)
         self._reporter = LaneReporter(
             redis,
-            keys.sink_state(settings.name),
+            keys.sink_state(part.lane),
             every=report_every,
             clock=clock,
             wall_clock=wall_clock,
@@ -131,16 +159,24 @@ class SinkWorker:
     # --- leadership ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver while holding the (sink, cluster) lease, until ``stop``."""
+        """Deliver while holding the (sink, cluster, partition) lease, until ``stop``."""
+        leading = self._metrics.partition_leading.labels(
+            self._settings.name, self._cluster, self.partition.label
+        )
         try:
             while not stop.is_set():
                 try:
-                    if await self._lease.acquire():
+                    if await self._may_lead() and await self._lease.acquire():
                         self._redis_state(ok=True)
+                        leading.set(1)
                         await self._lead(stop)
+                        leading.set(0)
+                        if self._handing_over:
+                            await self._hand_over()
                     elif await wait_event(stop, self._lease_ttl / 3):
                         return
                 except REDIS_ERRORS as exc:
+                    leading.set(0)
                     self._redis_state(ok=False, error=exc)
                     self._lease.forget()
                     if await wait_event(stop, 1.0):
@@ -149,13 +185,39 @@ class SinkWorker:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._lease.release()
 
+    async def _may_lead(self) -> bool:
+        """The fleet gives this replica the lease, and the stream is in this worker's layout."""
+        if not self._gate.may_take():
+            return False
+        outcome = await self._layout.ensure()
+        if outcome == "busy":
+            if self._said_waiting != (reason := self._layout.reason):
+                self._said_waiting = reason
+                self._log.warning(  # effect: the old layout delivers until its workers stop
+                    "sink.waiting_for_layout", partitions=self.partition.count, reason=reason
+                )
+            return False
+        if outcome == "migrated":
+            self._log.warning("sink.partitions_changed", partitions=self.partition.count)
+        self._said_waiting = ""
+        return True
+
     async def _lead(self, stop: asyncio.Event) -> None:
         self._log.info("sink.leading", lease=self._lease.value)
         self.lease_valid_until = self._clock() + self._lease_ttl
-        await self._stream.ensure_group()
+        self._carry = await self._layout.carry()
         if not await self._take_over(stop) or stop.is_set():
             return
         await self._serve(stop)
+
+    async def _hand_over(self) -> None:
+        """Note the clean hand-over for the next holder, release the lease, tell the fleet."""
+        self._handing_over = False
+        lane = self._keys.sink_handed(self.partition.lane)
+        await self._redis.set(lane, self._owner, px=int(HANDED_TTL * 1000))
+        await self._lease.release()
+        self._gate.handed_over()
+        self._log.info("sink.handed_over")
 
     async def _renew(self) -> bool:
         """Extend the lease; False (and no longer leading) if it is gone or Redis is slow."""
@@ -176,6 +238,12 @@ class SinkWorker:
         worker delivers, and this one must not).
         """
         min_idle = int(self._claim_idle * 1000)
+        handed = await self._redis.getdel(self._keys.sink_handed(self.partition.lane))
+        if handed is not None:
+            previous = handed.decode() if isinstance(handed, bytes) else str(handed)
+            moved = await self._stream.claim_from(previous, self._owner)
+            if moved:
+                self._log.info("sink.claimed_handed_over", entries=moved)
         while not stop.is_set():
             claimed, gone = await self._stream.claim(self._owner, min_idle)
             if claimed:
@@ -211,7 +279,7 @@ class SinkWorker:
         engine = DeliveryEngine(
             self._sink,
             schedule,
-            _RedisLedger(self._stream, self._letters, acks, self._wall_clock, self._reporter),
+            RedisLedger(self._stream, self._letters, acks, self._wall_clock, self._reporter),
             self._control,
             concurrency=self._concurrency,
             metrics=self._metrics,
@@ -237,7 +305,7 @@ class SinkWorker:
                     failure = task.exception()
                     break
         finally:
-            await _cancel_firmly(work)
+            await cancel_firmly(work)
             await engine.drain()  # finish the deliveries in hand; their outcomes are kept
             acks.close()
             keeper.cancel()
@@ -285,15 +353,28 @@ class SinkWorker:
     ) -> None:
         """Hand each entry's event to the engine, in order; acknowledge the filtered out ones
         and dead-letter the unreadable ones."""
-        takes, cluster = self._takes, self._cluster
+        takes, cluster, part = self._takes, self._cluster, self.partition
+        carry = self._carry
+        if carry is not None and entries and not carry.applies(entries[0][0]):
+            carry = self._carry = None  # read past every entry the earlier layout saw
         filtered = 0
         for entry_id, fields in entries:
             try:
                 event = decode_event(cluster, entry_id, fields)
             except UnreadableEvent as exc:
-                await self._unreadable(entry_id, fields, exc)
+                if part.index == 0:  # one partition moves it; the others only acknowledge
+                    await self._unreadable(entry_id, fields, exc)
+                else:
+                    acks.add(entry_id, retried=False)
+                continue
+            if not part.owns(event) or (
+                carry is not None and carry.applies(entry_id) and carry.handled(entry_id, event)
+            ):
+                acks.add(entry_id, retried=False)  # another partition's, or done before K changed
                 continue
             state = states.get(entry_id) if states else None
+            if state is None and carry is not None and carry.owed(entry_id, event):
+                state = (await self._stream.retry_states([entry_id])).get(entry_id)
             if takes is not None and not takes(event):
                 filtered += 1
                 acks.add(entry_id, retried=state is not None)
@@ -342,6 +423,10 @@ class SinkWorker:
             if not await self._renew():
                 self._log.warning("sink.lease_lost", action="another worker delivers now")
                 return
+            if self._gate.should_give():
+                self._log.info("sink.handing_over", action="finishing the deliveries in hand")
+                self._handing_over = True
+                return
 
     # --- one log line per change of state ------------------------------------------------------
 
@@ -363,68 +448,3 @@ class SinkWorker:
         elif not ok and self._redis_ok:
             self._log.warning("sink.redis_unavailable", error=redis_reason(error or Exception()))
         self._redis_ok = ok
-
-
-async def _cancel_firmly(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again any that is still running after a
-    moment: a cancellation that lands as a blocking Redis read times out can be swallowed by
-    the client's timeout handling (Python 3.11's ``asyncio.timeout``), which would otherwise
-    leave a stopping worker waiting forever."""
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN)
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class _RedisLedger:
-    """The worker's record of outcomes: dead letters moved, retry states saved, acks queued,
-    and the lane's report told (in memory: its write never holds up a delivery)."""
-
-    def __init__(
-        self,
-        stream: SinkStream,
-        letters: DeadLetters,
-        acks: AckBuffer,
-        wall_clock: Callable[[], float],
-        reporter: LaneReporter,
-    ) -> None:
-        self._stream = stream
-        self._letters = letters
-        self._acks = acks
-        self._wall_clock = wall_clock
-        self._reporter = reporter
-
-    async def record(self, decision: Decision) -> None:
-        """Redis first; acks of delivered events go out with the next batch of acks."""
-        outcome = decision.outcome
-        if isinstance(outcome, Delivered):
-            self._reporter.delivered()
-        elif not isinstance(outcome, Retry) or outcome.counted:  # a rate limit is no failure
-            self._reporter.failed(outcome.reason)
-        if decision.dead or decision.retrying:
-            await self._keep_failures(decision)
-        for item in decision.delivered:  # a rate-limited retry used no attempt, but was saved
-            self._acks.add(item.event.entry_id, retried=item.attempts > 0 or bool(item.reason))
-
-    async def _keep_failures(self, decision: Decision) -> None:
-        outcome = decision.outcome
-        status = getattr(outcome, "status", None)
-        reason = getattr(outcome, "reason", "")
-        for dead in decision.dead:
-            event = dead.item.event
-            letter = DeadLetter.of(
-                event,
-                reason=dead.reason,
-                attempts=dead.attempts,
-                status=status,
-                failed_at=self._letters.now(),
-            )
-            await self._letters.move(event.entry_id, letter)
-        for retry in decision.retrying:
-            next_at = self._wall_clock() + (retry.not_before - decision.now)
-            await self._stream.save_retry(
-                retry.item.event.entry_id,
-                RetryState(attempts=retry.attempts, status=status, next_at=next_at, reason=reason),
-            )

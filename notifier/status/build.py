@@ -22,6 +22,7 @@ from notifier.status.model import (
     EventLine,
     Incident,
     LastPoll,
+    PartitionLane,
     SinkLane,
     SinkStatus,
     Status,
@@ -45,6 +46,7 @@ __all__ = [
     "STREAMS_TOP",
     "ClusterReading",
     "LaneReading",
+    "PartitionReading",
     "build_status",
     "cluster_problem",
     "entry_ms",
@@ -63,15 +65,26 @@ HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
-class LaneReading:
-    """What Redis says of one sink's delivery of one cluster."""
+class PartitionReading:
+    """What Redis says of one partition of a lane: its group's lag and pending (XINFO
+    GROUPS), its lease holder and its report."""
 
-    sink: str
+    index: int
     lag: int | None
     pending: int
+    leader: str | None
+    report: LaneReport
+
+
+@dataclass(frozen=True, slots=True)
+class LaneReading:
+    """What Redis says of one sink's delivery of one cluster: its partitions, by index, and
+    the counts kept per sink (retries, dead letters)."""
+
+    sink: str
     retrying: int
     dead_letters: int
-    report: LaneReport
+    partitions: tuple[PartitionReading, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,16 +306,37 @@ def _sinks(settings: Settings, readings: Sequence[ClusterReading]) -> list[SinkS
 
 
 def _lane(cluster: str, lane: LaneReading) -> SinkLane:
-    report = lane.report
+    """The lane as the aggregate of its partitions: the largest lag (``None`` if any cannot
+    say), pending summed, the newest error and delivery, the first pause."""
+    parts = lane.partitions
+    lags = [part.lag for part in parts]
+    lag = None if not parts or None in lags else max(x for x in lags if x is not None)
+    errored = [part.report for part in parts if part.report.last_error is not None]
+    newest_error = max(errored, key=lambda r: r.last_error_at or -1, default=None)
+    delivered = [r.last_delivered_at for r in (p.report for p in parts) if r.last_delivered_at]
     return SinkLane(
         cluster=cluster,
-        lag=lane.lag,
-        pending=lane.pending,
+        lag=lag,
+        pending=sum(part.pending for part in parts),
         retrying=lane.retrying,
         dead_letters=lane.dead_letters,
-        last_error=report.last_error,
-        last_error_at=_time(report.last_error_at),
+        last_error=None if newest_error is None else newest_error.last_error,
+        last_error_at=None if newest_error is None else _time(newest_error.last_error_at),
+        last_delivered_at=_time(max(delivered, default=None)),
+        paused=next((p.report.paused for p in parts if p.report.paused is not None), None),
+        partitions=[_partition(part) for part in parts],
+    )
+
+
+def _partition(part: PartitionReading) -> PartitionLane:
+    report = part.report
+    return PartitionLane(
+        index=part.index,
+        lag=part.lag,
+        pending=part.pending,
+        leader=part.leader,
         last_delivered_at=_time(report.last_delivered_at),
+        last_error=report.last_error,
         paused=report.paused,
     )
 

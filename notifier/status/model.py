@@ -20,6 +20,7 @@ __all__ = [
     "EventLine",
     "Incident",
     "LastPoll",
+    "PartitionLane",
     "SinkLane",
     "SinkStatus",
     "Status",
@@ -97,23 +98,58 @@ class StreamStatus(msgspec.Struct, frozen=True, kw_only=True):
     ``keys.HISTORY_STREAMS``), then the current count at ``generated_at``."""
 
 
+class PartitionLane(msgspec.Struct, frozen=True, kw_only=True):
+    """One partition of a lane: the worker delivering its share of the cluster's events
+    (``notifier.sinks.partition``), under its own lease, consumer group and report."""
+
+    index: int
+    """0 .. K-1 (K: the sink's ``partitions``); 0 for the one partition of K = 1."""
+    lag: int | None
+    """Entries its group has not read yet (``None``: no group yet, or Redis cannot say)."""
+    pending: int
+    """Read by its group, not yet acknowledged."""
+    leader: str | None
+    """The replica (owner id) holding its lease; ``None`` when nobody leads it."""
+    last_delivered_at: str | None
+    last_error: str | None
+    """Its newest delivery failure, one line with secrets masked; ``None`` if none."""
+    paused: str | None = None
+    """Why its worker is paused; ``None``: delivering (or nobody leads it)."""
+
+    @property
+    def leader_short(self) -> str | None:
+        """The leader as a person scans it in a row: ``host-pid`` of ``host-pid-random``."""
+        if self.leader is None:
+            return None
+        head, _, tail = self.leader.rpartition("-")
+        pid = head.rpartition("-")[2]
+        random = len(tail) == 8 and all(c in "0123456789abcdef" for c in tail)
+        return head if random and pid.isdigit() else self.leader
+
+
 class SinkLane(msgspec.Struct, frozen=True, kw_only=True):
-    """One sink's delivery of one cluster's stream."""
+    """One sink's delivery of one cluster's stream: the aggregate of its partitions."""
 
     cluster: str
     lag: int | None
-    """Entries not yet read by the sink's group (``None``: Redis cannot say, or no group)."""
+    """The largest lag of its partitions' groups (each reads the whole stream, so the one
+    furthest behind is how far behind the lane is); ``None`` when any cannot say."""
     pending: int
-    """Read, not yet acknowledged."""
+    """Read, not yet acknowledged: summed over the partitions."""
     retrying: int
     """Events waiting for a retry."""
     dead_letters: int
     last_error: str | None
-    """The newest delivery failure, one line with secrets masked; ``None`` if none."""
+    """The newest delivery failure of any partition, one line with secrets masked; ``None``
+    if none."""
     last_error_at: str | None
     last_delivered_at: str | None
+    """The newest delivery of any partition."""
     paused: str | None = None
-    """Why this lane's worker is paused; ``None``: delivering (or nobody leads it)."""
+    """Why this lane is paused (the first paused partition's reason); ``None``: delivering
+    (or nobody leads it)."""
+    partitions: list[PartitionLane] = []
+    """One per partition, by index: one (index 0) for a sink of ``partitions: 1``."""
 
 
 class SinkStatus(msgspec.Struct, frozen=True, kw_only=True):

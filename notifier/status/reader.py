@@ -10,16 +10,21 @@ KEYS, no SCAN). Per cluster, concurrently, one pipeline:
     HLEN    P:{C}:streams    live audiences
     LRANGE  P:{C}:history    the audience samples of the last hour (at most HISTORY_SAMPLES)
     XREVRANGE P:{C}:events + - COUNT 50    the newest events
-    XINFO GROUPS P:{C}:events              each sink's lag and pending
-    per sink: HGETALL P:{C}:sinkstate:<s>, HLEN P:{C}:retries:<s>, XLEN P:{C}:dlq:<s>
+    XINFO GROUPS P:{C}:events              each sink partition's lag and pending
+    per sink partition: HGETALL P:{C}:sinkstate:<lane>    its report (``Partition.lane``)
+                        GET P:{C}:sinklease:<...>         its lease (``Partition.lease_key``)
+    per sink: HLEN P:{C}:retries:<s>, XLEN P:{C}:dlq:<s>
 
 then one more round trip for the stream states: the whole ``P:{C}:streams`` hash while it
 holds at most ``SCAN_LIMIT`` audiences, else the states of the largest ones of the newest
 audience sample (HMGET), or without a sample one HSCAN page of ``SCAN_LIMIT``.
 
-``detail=False`` reads only what health needs (the first five and each sink's state): what
-``/readyz`` asks several times a minute. Redis that does not answer within ``READ_TIMEOUT``
-is ``StatusUnavailable`` (``redis: unreachable (...)``).
+A sink of ``partitions: K`` has K partitions (``notifier.sinks.partition``), each with its own
+group, lease and report; for K = 1 their names are the sink's own (``sink:<s>``, ``<s>``).
+
+``detail=False`` reads only what health needs (the first five and each sink partition's
+report, for ``paused``): what ``/readyz`` asks several times a minute. Redis that does not
+answer within ``READ_TIMEOUT`` is ``StatusUnavailable`` (``redis: unreachable (...)``).
 """
 
 from __future__ import annotations
@@ -37,14 +42,16 @@ from notifier.detect.tally import StreamId
 from notifier.durations import format_duration
 from notifier.errors import NotifierError
 from notifier.events import UnreadableEvent, decode_event
-from notifier.keys import HISTORY_EVERY, ClusterKeys, sink_group
+from notifier.keys import HISTORY_EVERY, ClusterKeys
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 from notifier.sinks.lane import LaneReport
+from notifier.sinks.partition import Partition, partitions
 from notifier.status.build import (
     EVENTS_LAST,
     HOUR_MS,
     ClusterReading,
     LaneReading,
+    PartitionReading,
     build_status,
 )
 
@@ -87,7 +94,7 @@ async def read_status(
     streams, events, lags or counts (``/readyz``).
     """
     names = [settings.cluster(cluster).name] if cluster else [c.name for c in settings.clusters]
-    sinks = [s.name for s in settings.sinks]
+    sinks = [(s.name, partitions(s.name, s.partitions)) for s in settings.sinks]
     prefix = settings.redis.key_prefix
     try:
         async with asyncio.timeout(READ_TIMEOUT):
@@ -108,7 +115,11 @@ async def read_status(
 
 
 async def _read_cluster(
-    redis: AnyRedis, keys: ClusterKeys, sinks: Sequence[str], *, detail: bool
+    redis: AnyRedis,
+    keys: ClusterKeys,
+    sinks: Sequence[tuple[str, Sequence[Partition]]],
+    *,
+    detail: bool,
 ) -> ClusterReading:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.status)
@@ -120,8 +131,11 @@ async def _read_cluster(
             pipe.lrange(keys.history, 0, HISTORY_SAMPLES - 1)
             pipe.xrevrange(keys.events, "+", "-", count=EVENTS_LAST)
             pipe.xinfo_groups(keys.events)
-        for sink in sinks:
-            pipe.hgetall(keys.sink_state(sink))
+        for sink, parts in sinks:
+            for part in parts:
+                pipe.hgetall(keys.sink_state(part.lane))
+                if detail:
+                    pipe.get(part.lease_key(keys))
             if detail:
                 pipe.hlen(keys.retries(sink))
                 pipe.xlen(keys.dlq(sink))
@@ -135,31 +149,37 @@ async def _read_cluster(
         events = _events(keys.cluster, _ok(next(replies)))
         groups = _groups(next(replies))
     lanes = []
-    for sink in sinks:
-        report = LaneReport.decode({_bytes(k): _bytes(v) for k, v in _ok(next(replies)).items()})
+    for sink, parts in sinks:
+        readings = []
+        for part in parts:
+            report = LaneReport.decode(
+                {_bytes(k): _bytes(v) for k, v in _ok(next(replies)).items()}
+            )
+            part_lease = _ok(next(replies)) if detail else None
+            lag, pending = _lag_and_pending(groups.get(part.group))
+            readings.append(
+                PartitionReading(
+                    index=part.index,
+                    lag=lag,
+                    pending=pending,
+                    leader=_owner(part_lease),
+                    report=report,
+                )
+            )
         retrying = dead = 0
         if detail:
             retrying, dead = int(_ok(next(replies))), int(_ok(next(replies)))
-        lag, pending = _lag_and_pending(groups, sink)
         lanes.append(
-            LaneReading(
-                sink=sink,
-                lag=lag,
-                pending=pending,
-                retrying=retrying,
-                dead_letters=dead,
-                report=report,
-            )
+            LaneReading(sink=sink, retrying=retrying, dead_letters=dead, partitions=tuple(readings))
         )
     fields = _fields(meta)
     streams = await _stream_states(redis, keys, int(stream_count), samples) if detail else ()
-    owner = _text(lease).rpartition(":")[0] if lease else ""
     return ClusterReading(
         name=keys.cluster,
         poll=read_status_fields(_fields(status)),
         polled_at_ms=_int(fields.get("polled_at")),
         sequence=_int(fields.get("sequence")) or 0,
-        leader=owner or None,
+        leader=_owner(lease),
         viewers=int(viewers),
         stream_count=int(stream_count),
         samples=samples,
@@ -222,19 +242,20 @@ def _groups(reply: object) -> dict[str, dict[str, Any]]:
     return {_text(g["name"]): g for g in groups}
 
 
-def _lag_and_pending(groups: Mapping[str, Mapping[str, Any]], sink: str) -> tuple[int | None, int]:
-    """A sink's lag and pending entries on one cluster stream: of its group ``sink:<name>``,
-    or summed over its partitions' groups ``sink:<name>:<k>``. Lag None: no group yet, or
-    Redis cannot count it (the stream was trimmed past what a group had read)."""
-    base = sink_group(sink)
-    mine = [
-        group
-        for name, group in groups.items()
-        if name == base or (name.startswith(f"{base}:") and name[len(base) + 1 :].isdigit())
-    ]
-    lags = [group.get("lag") for group in mine]
-    lag = None if not mine or None in lags else sum(int(x) for x in lags if x is not None)
-    return lag, sum(int(group.get("pending") or 0) for group in mine)
+def _lag_and_pending(group: Mapping[str, Any] | None) -> tuple[int | None, int]:
+    """One partition's lag and pending entries, from its group's XINFO GROUPS entry. Lag None:
+    no group yet, or Redis cannot count it (the stream was trimmed past what it had read).
+    The lane's figures are the aggregate of these (``build``: the largest lag, pending summed)."""
+    if group is None:
+        return None, 0
+    lag = group.get("lag")
+    return (None if lag is None else int(lag)), int(group.get("pending") or 0)
+
+
+def _owner(lease: Any) -> str | None:
+    """The owner id of a lease's ``owner:token`` value; None when nobody holds it."""
+    owner = _text(lease).rpartition(":")[0] if lease else ""
+    return owner or None
 
 
 def _ok(reply: Any) -> Any:

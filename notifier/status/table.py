@@ -1,7 +1,8 @@
 """The status model in a terminal (``notifier status``): a headline and four rich tables.
 
-Clusters, the top streams, the sinks' lanes, the last few events; times relative to the
-status's own ``generated_at``. Every value that came from Storm or a receiver (stream keys,
+Clusters, the top streams, the sinks' lanes (a sink of several partitions: a sub-row per
+partition under each lane), the last few events; times relative to the status's own
+``generated_at``. Every value that came from Storm or a receiver (stream keys,
 viewer ids, errors) is printed as plain text, never read as rich markup.
 """
 
@@ -18,7 +19,7 @@ from notifier.durations import spoken_duration
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from notifier.status.model import LastPoll, Status
+    from notifier.status.model import LastPoll, PartitionLane, Status
 
 __all__ = ["EVENTS_SHOWN", "print_status"]
 
@@ -159,7 +160,31 @@ def _sinks(status: Status, now_ms: int) -> Table:
                 _ago(lane.last_delivered_at, now_ms) if lane.last_delivered_at else "never",
                 error,
             )
+            if len(lane.partitions) > 1:
+                for part in lane.partitions:
+                    table.add_row(*_partition(part, now_ms))
     return table
+
+
+def _partition(part: PartitionLane, now_ms: int) -> tuple[Text | str, ...]:
+    """A sub-row of a lane: the partition, its leader (or why it is paused), lag, pending."""
+    if part.paused:
+        state = Text(f"paused: {part.paused}", style="red")
+    elif part.leader_short:
+        state = Text(part.leader_short)
+    else:
+        state = Text("no leader", style="yellow")
+    return (
+        Text(f"  partition {part.index}", style="dim"),
+        "",
+        state,
+        "?" if part.lag is None else f"{part.lag:,}",
+        f"{part.pending:,}",
+        "",
+        "",
+        _ago(part.last_delivered_at, now_ms) if part.last_delivered_at else "never",
+        Text(part.last_error or ""),
+    )
 
 
 def _events(status: Status, now_ms: int) -> Table:

@@ -82,6 +82,11 @@ class SlackSinkSettings(SinkBaseSettings):
             raise ValueError("token needs channel: the channel ID the Slack app posts to")
         if self.webhook_url is not None and self.channel is not None:
             raise ValueError("channel goes with token (Slack app); a webhook_url has its own")
+        if self.partitions != 1:
+            raise ValueError(
+                "partitions must be 1 for a Slack sink: Slack takes about one message a second"
+                " per channel, and a stream's events are grouped into one message"
+            )
         return self
 
     @property
