@@ -88,7 +88,8 @@ async def groups(redis: Redis) -> dict[str, str]:
 
 async def test_a_fresh_layout_starts_k_groups_at_the_end_of_the_stream(redis: Redis) -> None:
     await publish(redis, make_events(3, 2))
-    newest = (await redis.xrevrange(KEYS.events, count=1))[0][0].decode()
+    tail: Any = await redis.xrevrange(KEYS.events, count=1)
+    newest = tail[0][0].decode()
     assert await Layout(redis, KEYS, "hooks", 3).ensure() == "fresh"
     assert await groups(redis) == {f"sink:hooks:{k}": newest for k in range(3)}
     assert await redis.get(KEYS.sink_layout("hooks")) == b"3"
@@ -107,7 +108,7 @@ async def test_changing_k_records_what_the_old_group_did_and_starts_where_it_owe
     events = make_events(10, 10)  # ten viewers: one event each
     await create_group(redis, "hooks")
     await publish(redis, events)
-    read = await redis.xreadgroup("sink:hooks", "old", {KEYS.events: ">"}, count=6)
+    read: Any = await redis.xreadgroup("sink:hooks", "old", {KEYS.events: ">"}, count=6)
     ids = [entry_id.decode() for entry_id, _ in read[0][1]]
     await redis.xack(KEYS.events, "sink:hooks", ids[0], ids[1], ids[3], ids[5])  # 3rd, 5th owed
     await redis.set(KEYS.sink_lease("hooks"), "old:1")
@@ -123,7 +124,7 @@ async def test_changing_k_records_what_the_old_group_did_and_starts_where_it_owe
     assert carry is not None
     assert (carry.count, carry.until) == (1, parse_id(ids[5]))
     assert carry.pending == (frozenset({ids[2], ids[4]}),)
-    entries = await redis.xrange(KEYS.events)
+    entries: Any = await redis.xrange(KEYS.events)
     decoded = [(e.decode(), event(json.loads(f[b"event"])["subject"])) for e, f in entries]
     handled = [carry.handled(i, e) for i, e in decoded if carry.applies(i)]
     assert handled == [True, True, False, True, False, True]
