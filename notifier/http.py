@@ -17,6 +17,9 @@ other 4xx            a request error                             permanent (410 
 The one difference is deliberate: reading the viewer list is idempotent and is repeated every
 poll anyway, so a 425 costs nothing to retry; a delivery follows the receiver contract of
 ``docs/events.md`` ("Receiving webhooks") to the letter, where 425 is not in the retryable list.
+
+Both sides verify TLS the same way too (``client_ssl``): on by default, against the system's CAs
+or, with ``ca_file``, against that file's CAs only; ``verify_tls: false`` turns it off.
 """
 
 from __future__ import annotations
@@ -27,13 +30,19 @@ import math
 import re
 import socket
 import ssl
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from notifier.durations import format_duration
+from notifier.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "RETRY_AFTER_CEILING",
+    "client_ssl",
     "delivery_retryable",
     "parse_retry_after",
     "redact_url",
@@ -80,6 +89,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(seconds, 0.0), RETRY_AFTER_CEILING)
 
 
+def client_ssl(*, verify_tls: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What aiohttp's ``ssl=`` takes: the system's CAs (True), no verification (False), or a
+    context that trusts only the CAs of ``ca_file``; ``ConfigError`` if that file is no PEM."""
+    if not verify_tls or ca_file is None:
+        return verify_tls
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise ConfigError(f"ca_file {ca_file}: cannot load CA certificates ({reason})") from None
+
+
 def transport_reason(exc: BaseException, timeout: float) -> str:
     """One line for a request that got no HTTP answer (never the URL: it may hold a token)."""
     if isinstance(exc, TimeoutError):
@@ -107,6 +128,9 @@ def _connect_reason(error: OSError) -> str:
     """``connection refused``, ``cannot resolve the host``...: the cause, not asyncio's text."""
     if isinstance(error, socket.gaierror):
         return "cannot resolve the host name"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        detail = error.verify_message or error.reason or "untrusted"
+        return f"certificate verify failed: {detail} (see verify_tls and ca_file)"
     if isinstance(error, ssl.SSLError | ssl.CertificateError):
         return f"TLS handshake failed ({error.__class__.__name__})"
     known = _CONNECT_ERRNOS.get(error.errno or 0)

@@ -4,11 +4,18 @@
 ``REDIS_ERRORS`` is the one tuple of exceptions that mean "Redis did not answer as it should"
 (every loop that survives an outage catches exactly these), and ``redis_reason`` says it in
 one line for a log.
+
+TLS: a ``rediss://`` URL verifies the server against the system's CAs, or against ``ca_file``
+(redis-py's ``ssl_ca_certs``; ``?ssl_ca_certs=/path`` in the URL does the same). An ACL user
+logs in with ``rediss://user:password@host:port/0``; a refused login reads "invalid
+username-password pair or user is disabled", never the password.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from typing import Any
+
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
@@ -37,6 +44,11 @@ class RedisSettings(Frozen):
     )
     cluster: bool = Field(default=False, description="talk to a Redis Cluster")
     key_prefix: str = Field(default="notifier", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    ca_file: FilePath | None = Field(
+        default=None,
+        description="PEM file of the CAs a rediss:// server's certificate is checked against,"
+        " instead of the system's",
+    )
 
     @field_validator("url")
     @classmethod
@@ -44,6 +56,12 @@ class RedisSettings(Frozen):
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _ca_needs_tls(self) -> RedisSettings:
+        if self.ca_file is not None and not self.url.get_secret_value().startswith("rediss://"):
+            raise ValueError("ca_file needs a rediss:// url (TLS)")
+        return self
 
     def display_url(self) -> str:
         """The URL with any password replaced by ``***`` (it may itself contain ``@``)."""
@@ -65,8 +83,13 @@ def connect_redis(
     in one script) takes seconds, and a timeout shorter than that would never let it finish.
     """
     url = settings.url.get_secret_value()
+    tls: dict[str, Any] = {}
+    if settings.ca_file is not None:
+        tls["ssl_ca_certs"] = str(settings.ca_file)
     if settings.cluster:
         return RedisCluster.from_url(
-            url, socket_connect_timeout=connect_timeout, socket_timeout=timeout
+            url, socket_connect_timeout=connect_timeout, socket_timeout=timeout, **tls
         )
-    return Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout)
+    return Redis.from_url(
+        url, socket_connect_timeout=connect_timeout, socket_timeout=timeout, **tls
+    )

@@ -259,7 +259,7 @@ class Service:
                         lease_ttl=settings.detection.leader_lease,
                         metrics=self.metrics,
                         partition=part,
-                        gate=gates[_lane_lease(cluster.name, part.lane)],
+                        gate=gates[_lane_lease(cluster.name, part.leased_name)],
                     )
                     tasks.append(
                         asyncio.create_task(
@@ -286,7 +286,7 @@ class Service:
             keys = ClusterKeys(self.settings.redis.key_prefix, cluster.name)
             for sink in self.settings.sinks:
                 for part in partitions(sink.name, sink.partitions):
-                    leases[_lane_lease(cluster.name, part.lane)] = part.lease_key(keys)
+                    leases[_lane_lease(cluster.name, part.leased_name)] = part.lease_key(keys)
         return fleet.register("sinks", leases)
 
     async def _start_endpoint(self, stack: AsyncExitStack, redis: AnyRedis) -> None:

@@ -1,4 +1,6 @@
-"""Shared fixtures: settings builders, a scripted Storm server, a real redis-server."""
+"""Shared fixtures: settings builders, a scripted Storm server, a real redis-server, TLS files,
+and the secret guard (``testkit.secrets``: any test whose output or logs hold a configured
+secret fails)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,18 @@ from redis.asyncio import Redis
 
 from notifier.config import ClusterSettings
 from notifier.storm import Backoff
+from testkit import secrets
 from testkit.redis_procs import RedisCluster3, RedisServer
+from testkit.tls import TlsFiles, make_tls_files
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the secret guard for the whole suite (every test, no opt-in)."""
+    secrets.install(config)
+
 
 FAST_BACKOFF = Backoff(base=0.01, cap=0.05)
 """The testing switch: retries wait milliseconds, not seconds."""
@@ -99,6 +109,12 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster3]:
     """A private cluster of three masters (about 2 s to form), stopped after."""
     with RedisCluster3(tmp_path / "redis-cluster") as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A throw-away CA and a certificate for 127.0.0.1 it signed (made once, with openssl)."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(autouse=True)

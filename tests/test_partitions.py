@@ -298,3 +298,87 @@ def test_partitions_are_validated_and_a_slack_sink_keeps_one() -> None:
         SlackSinkSettings.model_validate(
             {"name": "ops", "webhook_url": "https://hooks.slack.test/x", "partitions": 2}
         )
+
+
+async def test_a_garbled_or_missing_layout_stops_the_change_and_says_why(redis: Redis) -> None:
+    """Nothing is guessed: a layout that is not a number, or missing beside groups of several
+    partitions, leaves every group as it is (and the service starts: ``busy`` is no error)."""
+    await Layout(redis, KEYS, "hooks", 2).ensure()
+    before = await groups(redis)
+    await redis.set(KEYS.sink_layout("hooks"), "0")
+    layout = Layout(redis, KEYS, "hooks", 4)
+    assert await layout.ensure() == "busy"
+    assert "holds 0, not a number of partitions" in layout.reason
+    await redis.delete(KEYS.sink_layout("hooks"))
+    assert await layout.ensure() == "busy"
+    assert "the layout key is missing but group sink:hooks:" in layout.reason
+    assert await groups(redis) == before
+
+
+async def test_a_worker_that_takes_back_the_lane_it_handed_over_carries_on(
+    redis: Redis,
+) -> None:
+    """Nobody took the lane it handed over, so the same worker leads again: its own hand-over
+    note is no reason to claim from itself, and it delivers and stops as usual."""
+    events = make_events(40, 10, seed=4)
+    async with WebhookReceiver(SECRET) as receiver:
+        settings = webhook(receiver.url)
+        await create_group(redis, "hooks")
+        gate = Steered(take=True)
+        gate.give = True
+        async with running_worker(WebhookSink(settings), settings, redis, gate=gate):
+            await publish(redis, events[:20])
+            async with asyncio.timeout(10):
+                while not gate.handed:
+                    await asyncio.sleep(0.02)
+            gate.take = True  # nobody else came: it takes the lane back
+            await publish(redis, events[20:])
+            await receiver.wait_for(40)
+        assert sorted(ids_of(received_events(receiver))) == sorted(e["id"] for e in events)
+        assert await pending(redis, "hooks") == 0
+
+
+async def test_a_hand_over_keeps_the_lease_until_a_slow_delivery_in_hand_is_done(
+    redis: Redis,
+) -> None:
+    """The delivery in hand outlasts the lease (1 s) three times over: the worker keeps renewing
+    until it is done, so the next holder does not claim it and nothing arrives twice."""
+    events = make_events(10, 10, seed=5)
+    async with WebhookReceiver(SECRET) as receiver:
+        settings = webhook(receiver.url, timeout="10s")
+        await create_group(redis, "hooks")
+        receiver.respond(Reply(delay=3.0))  # the first request is slow
+        first, second = Steered(take=True), Steered(take=False)
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(
+                running_worker(
+                    WebhookSink(settings),
+                    settings,
+                    redis,
+                    gate=first,
+                    lease_ttl=1.0,
+                    claim_idle=0.2,
+                )
+            )
+            await publish(redis, events[:1])
+            async with asyncio.timeout(10):
+                while not receiver.attempts:
+                    await asyncio.sleep(0.02)
+            await stack.enter_async_context(
+                running_worker(
+                    WebhookSink(settings),
+                    settings,
+                    redis,
+                    gate=second,
+                    lease_ttl=1.0,
+                    claim_idle=0.2,
+                )
+            )
+            first.give, second.take = True, True
+            await publish(redis, events[1:])
+            await receiver.wait_for(10)
+            async with asyncio.timeout(10):
+                while not first.handed:
+                    await asyncio.sleep(0.02)
+        got = ids_of(received_events(receiver))
+        assert sorted(got) == sorted(e["id"] for e in events)  # each once

@@ -67,8 +67,23 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     groups[name] = last
   end
 end
-local from = tonumber(current)
-if from == nil and groups[group(0, 1)] ~= nil then from = 1 end
+local from = nil
+if current ~= '' then
+  if not string.match(current, '^[1-9]%d*$') then
+    return {'busy', 'the layout key holds ' .. string.sub(current, 1, 20)
+      .. ', not a number of partitions: set it to the K whose groups exist'}
+  end
+  from = tonumber(current)
+elseif groups[group(0, 1)] ~= nil then
+  from = 1
+else
+  for name in pairs(groups) do
+    if string.sub(name, 1, string.len(sink) + 6) == 'sink:' .. sink .. ':' then
+      return {'busy', 'the layout key is missing but group ' .. name
+        .. ' exists: set the layout key to the K of those groups'}
+    end
+  end
+end
 if from == nil or from == want then
   for k = 0, want - 1 do
     if groups[group(k, want)] == nil then
@@ -165,6 +180,11 @@ class Carry:
         out, or dead-lettered it): it was read and acknowledged there."""
         old = partition_of(event, self.count)
         return parse_id(entry_id) <= self.last[old] and entry_id not in self.pending[old]
+
+    def unreadable_done(self, entry_id: str) -> bool:
+        """True if the old layout already dead-lettered this unreadable entry (partition 0 of
+        every layout moves unreadable entries; the others only acknowledge them)."""
+        return parse_id(entry_id) <= self.last[0] and entry_id not in self.pending[0]
 
     def owed(self, entry_id: str, event: Event) -> bool:
         """True if an old group had read the entry but not finished it (its retry state, if

@@ -69,14 +69,15 @@ class Partition:
     def lease_key(self, keys: ClusterKeys) -> str:
         """Its lease. The count is part of the name when K > 1, so that partition 0 of 2 and
         partition 0 of 4 are different leases while K changes (``layout``)."""
-        return keys.sink_lease(self._leased_name)
+        return keys.sink_lease(self.leased_name)
 
     def fence_key(self, keys: ClusterKeys) -> str:
         """The counter of its lease's fencing tokens."""
-        return keys.sink_fence(self._leased_name)
+        return keys.sink_fence(self.leased_name)
 
     @property
-    def _leased_name(self) -> str:
+    def leased_name(self) -> str:
+        """The name its lease goes by: ``<name>``, or ``<name>:<k>of<K>``."""
         return self.sink if self.count == 1 else f"{self.sink}:{self.index}of{self.count}"
 
     def owns(self, event: Event) -> bool:

@@ -116,16 +116,20 @@ class SinkStream:
     async def claim_from(self, previous: str, consumer: str) -> int:
         """Take every entry pending with ``previous`` at once (it handed over cleanly: what it
         left is retries, not deliveries in flight). Returns how many moved."""
-        moved = 0
+        if previous == consumer:
+            return 0
+        moved, cursor = 0, "-"
         while True:
             detail = await self._redis.xpending_range(
-                self.stream, self.group, min="-", max="+", count=PAGE, consumername=previous
+                self.stream, self.group, min=cursor, max="+", count=PAGE, consumername=previous
             )
             ids: list[int | bytes | str | memoryview] = [_text(d["message_id"]) for d in detail]
-            if not ids:
+            if ids:
+                await self._redis.xclaim(self.stream, self.group, consumer, 0, ids, justid=True)
+                moved += len(ids)
+            if len(ids) < PAGE:
                 return moved
-            await self._redis.xclaim(self.stream, self.group, consumer, 0, ids, justid=True)
-            moved += len(ids)
+            cursor = f"({ids[-1]!s}"
 
     async def foreign_pending(self, consumer: str) -> tuple[int, float]:
         """Entries pending with other consumers, and how long until the youngest is claimable."""

@@ -43,8 +43,9 @@ from notifier.events import DeadLetter, UnreadableEvent, decode_event
 from notifier.fleet import OPEN, Gate
 from notifier.lease import Lease
 from notifier.metrics import Metrics
-from notifier.redis_client import REDIS_ERRORS, redis_reason
+from notifier.redis_client import REDIS_ERRORS
 from notifier.sinks.acks import AckBuffer
+from notifier.sinks.alarms import Alarms
 from notifier.sinks.dead_letters import DeadLetters
 from notifier.sinks.delivery import DeliveryEngine
 from notifier.sinks.filter import event_filter
@@ -152,8 +153,7 @@ class SinkWorker:
             wall_clock=wall_clock,
             log=self._log,
         )
-        self._redis_ok = True
-        self._trim_reported = False
+        self._alarms = Alarms(settings.name, self._log, self._metrics)
         self.lease_valid_until = 0.0
 
     # --- leadership ----------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class SinkWorker:
             while not stop.is_set():
                 try:
                     if await self._may_lead() and await self._lease.acquire():
-                        self._redis_state(ok=True)
+                        self._alarms.redis(ok=True)
                         leading.set(1)
                         await self._lead(stop)
                         leading.set(0)
@@ -177,7 +177,7 @@ class SinkWorker:
                         return
                 except REDIS_ERRORS as exc:
                     leading.set(0)
-                    self._redis_state(ok=False, error=exc)
+                    self._alarms.redis(ok=False, error=exc)
                     self._lease.forget()
                     if await wait_event(stop, 1.0):
                         return
@@ -203,6 +203,7 @@ class SinkWorker:
         return True
 
     async def _lead(self, stop: asyncio.Event) -> None:
+        self._handing_over = False
         self._log.info("sink.leading", lease=self._lease.value)
         self.lease_valid_until = self._clock() + self._lease_ttl
         self._carry = await self._layout.carry()
@@ -239,8 +240,8 @@ class SinkWorker:
         """
         min_idle = int(self._claim_idle * 1000)
         handed = await self._redis.getdel(self._keys.sink_handed(self.partition.lane))
-        if handed is not None:
-            previous = handed.decode() if isinstance(handed, bytes) else str(handed)
+        previous = handed.decode() if isinstance(handed, bytes) else str(handed or "")
+        if previous and previous != self._owner:  # its own note: its entries are its own
             moved = await self._stream.claim_from(previous, self._owner)
             if moved:
                 self._log.info("sink.claimed_handed_over", entries=moved)
@@ -294,9 +295,11 @@ class SinkWorker:
             ),
         ]
         acking = asyncio.create_task(acks.run(), name="ack")
-        keeper = asyncio.create_task(self._keep_lease(stop), name="lease")
+        handing = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(handing), name="lease")
         reporting = asyncio.create_task(self._report(), name="report")
-        ended = [*work, acking, keeper, asyncio.create_task(stop.wait())]
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(handing.wait())]
+        ended = [*work, acking, keeper, *waits]
         failure: BaseException | None = None
         try:
             done, _ = await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
@@ -304,16 +307,20 @@ class SinkWorker:
                 if not task.cancelled() and task.exception() is not None:
                     failure = task.exception()
                     break
-        finally:
+        finally:  # the lease is still renewed: no one else delivers what is in hand here
             await cancel_firmly(work)
             await engine.drain()  # finish the deliveries in hand; their outcomes are kept
             acks.close()
-            keeper.cancel()
-            reporting.cancel()
-            ended[-1].cancel()
-            await asyncio.gather(acking, keeper, reporting, ended[-1], return_exceptions=True)
+            for task in (reporting, *waits):
+                task.cancel()
+            await asyncio.gather(acking, reporting, *waits, return_exceptions=True)
             with contextlib.suppress(*REDIS_ERRORS):
                 await acks.flush()
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            self._handing_over = (
+                handing.is_set() and self._lease.held and self._clock() < self.lease_valid_until
+            )
             with contextlib.suppress(TimeoutError):  # a report must not hold up a stop
                 async with asyncio.timeout(self._lease_ttl / 3):
                     await self._reporter.sync(self._control.paused, force=True)
@@ -337,8 +344,8 @@ class SinkWorker:
                 cursor = entries[-1][0]
                 states = await self._stream.retry_states([e for e, _ in entries])
             else:
-                if self._clock() >= next_trim_check:
-                    await self._check_trimmed()
+                if self._carry is None and self._clock() >= next_trim_check:
+                    await self._alarms.check_trimmed(self._stream)
                     next_trim_check = self._clock() + TRIM_CHECK_INTERVAL
                 entries = await self._stream.read(self._owner, ">", count, READ_BLOCK_MS)
                 states = {}
@@ -362,7 +369,7 @@ class SinkWorker:
             try:
                 event = decode_event(cluster, entry_id, fields)
             except UnreadableEvent as exc:
-                if part.index == 0:  # one partition moves it; the others only acknowledge
+                if part.index == 0 and not (carry and carry.unreadable_done(entry_id)):
                     await self._unreadable(entry_id, fields, exc)
                 else:
                     acks.add(entry_id, retried=False)
@@ -415,36 +422,15 @@ class SinkWorker:
         finally:
             unwatch()
 
-    async def _keep_lease(self, stop: asyncio.Event) -> None:
-        """Renew every third of the TTL; returns (ending the leadership) when it is lost."""
+    async def _keep_lease(self, handing: asyncio.Event) -> None:
+        """Renew every third of the TTL until cancelled (after the deliveries in hand are done,
+        a stop's or a hand-over's included); returns (ending the leadership) when it is lost.
+        Sets ``handing`` when the fleet gives the lease to another replica."""
         while True:
-            if await wait_event(stop, self._lease_ttl / 3):
-                return
+            await asyncio.sleep(self._lease_ttl / 3)
             if not await self._renew():
                 self._log.warning("sink.lease_lost", action="another worker delivers now")
                 return
-            if self._gate.should_give():
+            if not handing.is_set() and self._gate.should_give():
                 self._log.info("sink.handing_over", action="finishing the deliveries in hand")
-                self._handing_over = True
-                return
-
-    # --- one log line per change of state ------------------------------------------------------
-
-    async def _check_trimmed(self) -> None:
-        """Say loudly when the stream was trimmed past events this sink never read."""
-        unread_lost = await self._stream.trimmed_unread()
-        if unread_lost and not self._trim_reported:
-            self._metrics.deliveries.labels(self._settings.name, "trimmed_unread").inc()
-            self._log.error(
-                "sink.events_trimmed_unread",
-                hint="the stream was trimmed (streams.maxlen) past events this sink had not"
-                " read: they are gone for it; raise streams.maxlen or keep its workers running",
-            )
-        self._trim_reported = unread_lost
-
-    def _redis_state(self, *, ok: bool, error: BaseException | None = None) -> None:
-        if ok and not self._redis_ok:
-            self._log.info("sink.redis_recovered")
-        elif not ok and self._redis_ok:
-            self._log.warning("sink.redis_unavailable", error=redis_reason(error or Exception()))
-        self._redis_ok = ok
+                handing.set()

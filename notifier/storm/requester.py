@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import msgspec
+import structlog
 
 from notifier import __version__
 from notifier.durations import format_duration
 from notifier.errors import StormAuthError, StormRequestError, StormSchemaError, StormUnavailable
-from notifier.http import parse_retry_after, storm_retryable, transport_reason
+from notifier.http import client_ssl, parse_retry_after, storm_retryable, transport_reason
 
 from ._retry import Backoff, RetryableFailure
 from .auth import Auth, LoginAuth, LoginResponse, StaticTokenAuth, is_auth_failure
@@ -45,10 +46,20 @@ T = TypeVar("T")
 
 
 def create_session(settings: ClusterSettings) -> aiohttp.ClientSession:
-    """An aiohttp session suited to one cluster: pooled keep-alive, TLS as configured."""
+    """An aiohttp session suited to one cluster: pooled keep-alive, TLS as configured.
+
+    ``verify_tls: false`` is said once, here, as a warning: the session is made at start-up.
+    """
+    if not settings.verify_tls:
+        structlog.get_logger("notifier.storm").warning(
+            "storm.tls_unverified",
+            cluster=settings.name,
+            effect="the cluster's certificate is not checked: anyone on the path can read tokens",
+            hint="give ca_file for a private CA, or remove verify_tls: false",
+        )
     connector = aiohttp.TCPConnector(
         limit=settings.concurrency + 2,
-        ssl=settings.verify_tls,
+        ssl=client_ssl(verify_tls=settings.verify_tls, ca_file=settings.ca_file),
         ttl_dns_cache=300,
     )
     return aiohttp.ClientSession(connector=connector, trust_env=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
 from notifier._model import Frozen, Name, PositiveSeconds
 
@@ -74,8 +74,20 @@ class ClusterSettings(Frozen):
     poll_budget: PositiveSeconds = Field(
         default=30.0, description="time a poll may spend, retries included, before it is given up"
     )
-    verify_tls: bool = True
+    verify_tls: bool = Field(
+        default=True, description="verify the server's certificate; false only for test clusters"
+    )
+    ca_file: FilePath | None = Field(
+        default=None,
+        description="PEM file of the CAs to trust instead of the system's (a private CA)",
+    )
     filters: ClusterFilters = ClusterFilters()
+
+    @model_validator(mode="after")
+    def _ca_needs_verification(self) -> ClusterSettings:
+        if self.ca_file is not None and not self.verify_tls:
+            raise ValueError("ca_file has no effect with verify_tls: false (drop one)")
+        return self
 
     @field_validator("base_url")
     @classmethod

@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, FilePath, SecretStr, field_validator, model_validator
 
 from notifier._model import PositiveSeconds, Seconds
 from notifier.sinks.settings import DeliveryNeeds, HttpUrlSecret, SinkBaseSettings
@@ -51,6 +51,19 @@ class WebhookSinkSettings(SinkBaseSettings):
         default=1, ge=1, le=1000, description="events per request; above 1, a JSON array"
     )
     batch_wait: Seconds = Field(default=1.0, description="how long a batch may wait to fill up")
+    verify_tls: bool = Field(
+        default=True, description="verify the receiver's certificate; false only for tests"
+    )
+    ca_file: FilePath | None = Field(
+        default=None,
+        description="PEM file of the CAs to trust instead of the system's (a private CA)",
+    )
+
+    @model_validator(mode="after")
+    def _ca_needs_verification(self) -> WebhookSinkSettings:
+        if self.ca_file is not None and not self.verify_tls:
+            raise ValueError("ca_file has no effect with verify_tls: false (drop one)")
+        return self
 
     def delivery_needs(self) -> DeliveryNeeds:
         """``concurrency`` requests at once; one takes its timeout plus a batch's wait."""

@@ -15,9 +15,11 @@ import uuid
 from typing import TYPE_CHECKING
 
 import aiohttp
+import structlog
 
 from notifier import __version__
 from notifier.events import CONTENT_TYPE
+from notifier.http import client_ssl
 from notifier.sinks.base import Batching, Outcome
 from notifier.sinks.http import classify, transport_failure
 from notifier.sinks.webhook.config import WebhookSinkSettings, signing_key
@@ -70,6 +72,16 @@ class WebhookSink:
             "User-Agent": f"storm-notifier/{__version__}",
         }
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        # Given per request, so that it holds for a session passed in too.
+        self._ssl = client_ssl(verify_tls=settings.verify_tls, ca_file=settings.ca_file)
+        if not settings.verify_tls:
+            structlog.get_logger("notifier.sink").warning(
+                "sink.tls_unverified",
+                sink=settings.name,
+                effect="the receiver's certificate is not checked: anyone on the path can read"
+                " events and the URL's token",
+                hint="give ca_file for a private CA, or remove verify_tls: false",
+            )
         self._own_session = session is None
         self._session = session or aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.concurrency), trust_env=False
@@ -101,7 +113,12 @@ class WebhookSink:
         headers["webhook-signature"] = sign(self._keys, message_id, timestamp, body)
         try:
             async with self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                self._url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+                ssl=self._ssl,
             ) as response:
                 answer = await response.content.read(ANSWER_LIMIT)
                 return classify(response.status, response.headers, answer)
