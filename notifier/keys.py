@@ -14,6 +14,7 @@ __all__ = [
     "HISTORY_EVERY",
     "HISTORY_STREAMS",
     "ClusterKeys",
+    "replicas_key",
     "sink_group",
     "slack_pace",
 ]
@@ -27,6 +28,13 @@ HISTORY_STREAMS = 20
 def sink_group(sink: str) -> str:
     """The consumer group a sink reads every cluster stream through."""
     return f"sink:{sink}"
+
+
+def replicas_key(prefix: str, kind: str) -> str:
+    """Sorted set: the live replicas of one lease kind (``pollers``, ``sinks``), owner id ->
+    when its heartbeat runs out (ms, Redis time); ``fleet.registry`` keeps it. Shared by every
+    cluster, so not a cluster key; a one-key script reads and writes it."""
+    return f"{prefix}:replicas:{kind}"
 
 
 def slack_pace(prefix: str, channel: str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from notifier.keys import replicas_key
+
 if TYPE_CHECKING:
     from notifier.redis_client import AnyRedis
 
@@ -25,11 +27,6 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
-
-
-def replicas_key(prefix: str, kind: str) -> str:
-    """Sorted set: owner id -> expiry of its heartbeat (ms, Redis time), per lease kind."""
-    return f"{prefix}:replicas:{kind}"
 
 
 class Registry:

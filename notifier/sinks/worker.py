@@ -295,8 +295,8 @@ class SinkWorker:
             ),
         ]
         acking = asyncio.create_task(acks.run(), name="ack")
-        handing = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_lease(handing), name="lease")
+        handing, finished = asyncio.Event(), asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(handing, finished), name="lease")
         reporting = asyncio.create_task(self._report(), name="report")
         waits = [asyncio.create_task(stop.wait()), asyncio.create_task(handing.wait())]
         ended = [*work, acking, keeper, *waits]
@@ -316,8 +316,8 @@ class SinkWorker:
             await asyncio.gather(acking, reporting, *waits, return_exceptions=True)
             with contextlib.suppress(*REDIS_ERRORS):
                 await acks.flush()
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            finished.set()  # and a cancel, again if a Redis call in hand swallowed the first
+            await cancel_firmly([keeper])
             self._handing_over = (
                 handing.is_set() and self._lease.held and self._clock() < self.lease_valid_until
             )
@@ -422,12 +422,13 @@ class SinkWorker:
         finally:
             unwatch()
 
-    async def _keep_lease(self, handing: asyncio.Event) -> None:
-        """Renew every third of the TTL until cancelled (after the deliveries in hand are done,
-        a stop's or a hand-over's included); returns (ending the leadership) when it is lost.
+    async def _keep_lease(self, handing: asyncio.Event, finished: asyncio.Event) -> None:
+        """Renew every third of the TTL until ``finished`` (the deliveries in hand are done, a
+        stop's or a hand-over's included); returns (ending the leadership) when it is lost.
         Sets ``handing`` when the fleet gives the lease to another replica."""
         while True:
-            await asyncio.sleep(self._lease_ttl / 3)
+            if await wait_event(finished, self._lease_ttl / 3):
+                return
             if not await self._renew():
                 self._log.warning("sink.lease_lost", action="another worker delivers now")
                 return
