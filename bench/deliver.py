@@ -155,7 +155,7 @@ class Counting:
         }
 
 
-async def serve_receiver() -> None:
+async def serve_receiver(handler: Counting | None = None) -> None:
     """The child: a counting webhook receiver on a free port; commands on stdin, answers on stdout.
 
     ``stats`` answers the counts since the last ``reset``; end of stdin stops it.
@@ -163,7 +163,7 @@ async def serve_receiver() -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    handler = Counting()
+    handler = handler or Counting()
     runner = web.ServerRunner(web.Server(handler, access_log=None))
     await runner.setup()
     try:
@@ -231,13 +231,15 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
-async def receiver_process(ready_within: float = 30.0) -> AsyncIterator[Receiver]:
-    """Start the receiver (``python -m bench.deliver --receiver``); close its stdin on exit."""
+async def receiver_process(
+    ready_within: float = 30.0, command: Sequence[str] = ("bench.deliver", "--receiver")
+) -> AsyncIterator[Receiver]:
+    """Start the receiver (``python -m bench.deliver --receiver``, or ``command`` after ``-m``);
+    close its stdin on exit."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.deliver",
-        "--receiver",
+        *command,
         cwd=ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import random
 import statistics
 import sys
@@ -39,11 +38,19 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from redis.asyncio import Redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from bench.deliver import SECRET, Counting, Receiver, check_receiver, commandstats, usage
+from bench.deliver import (
+    SECRET,
+    Counting,
+    Receiver,
+    check_receiver,
+    commandstats,
+    receiver_process,
+    serve_receiver,
+    usage,
+)
 from bench.poll import BenchError, load, machine
 from notifier import __version__
 from notifier.logs import configure_logging
@@ -59,6 +66,8 @@ from testkit.sink_support import KEYS, make_events, publish
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+
+    from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "partitions.md"
@@ -87,67 +96,12 @@ class Slow(Counting):
         return await super().__call__(request)
 
 
-async def serve_receiver(delay: float) -> None:
-    """The child: a slow counting receiver on a free port; ``reset``/``stats`` on stdin, the
-    answers on stdout (the protocol of ``bench.deliver.Receiver``); end of stdin stops it."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    handler = Slow(delay)
-    runner = web.ServerRunner(web.Server(handler, access_log=None))
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        _answer({"url": f"http://127.0.0.1:{runner.addresses[0][1]}/hook"})
-        while line := await reader.readline():
-            command = line.decode().strip()
-            if command == "reset":
-                handler.reset()
-                gc.collect()
-                _answer({})
-            elif command == "stats":
-                _answer(handler.stats())
-            else:
-                _answer({"error": f"unknown command {command!r}"})
-    finally:
-        await runner.cleanup()
-
-
-def _answer(reply: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(reply) + "\n")
-    sys.stdout.flush()
-
-
 @contextlib.asynccontextmanager
-async def receiver_process(delay: float, ready_within: float = 30.0) -> AsyncIterator[Receiver]:
-    """Start ``python -m bench.partitions --receiver --delay D``; close its stdin on exit."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.partitions",
-        "--receiver",
-        "--delay",
-        str(delay * 1000),
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        if process.stdout is None:
-            raise BenchError("the receiver's stdout is not a pipe")
-        line = await asyncio.wait_for(process.stdout.readline(), ready_within)
-        if not line:
-            raise BenchError(f"the receiver exited ({await process.wait()}) before listening")
-        yield Receiver(process, str(json.loads(line)["url"]))
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+async def slow_receiver(delay: float) -> AsyncIterator[Receiver]:
+    """``bench.deliver``'s receiver process, answering after ``delay`` seconds."""
+    command = ("bench.partitions", "--receiver", "--delay", str(delay * 1000))
+    async with receiver_process(command=command) as receiver:
+        yield receiver
 
 
 # --- one pass ---------------------------------------------------------------------------------
@@ -302,7 +256,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[int, list[Sample]]:
     """One warm-up pass per K, then ``args.runs`` interleaved rounds (the order rotates)."""
     redis = Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=30.0)
     try:
-        async with receiver_process(args.delay) as receiver:
+        async with slow_receiver(args.delay) as receiver:
             b = Bench(receiver, redis, args.concurrency, make_events(args.events, args.viewers))
             for count in args.partitions:
                 print(f"  warm-up: K = {count}", file=sys.stderr)
@@ -592,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_args(argv)
     if args.receiver:
-        asyncio.run(serve_receiver(args.delay))
+        asyncio.run(serve_receiver(Slow(args.delay)))
         return 0
     configure_logging(fmt="json", level="warning")
     command = " ".join(["python -m bench.partitions", *(sys.argv[1:] if argv is None else argv)])
