@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import structlog
 
-from notifier._aio import wait_event
+from notifier._aio import cancel_firmly, wait_event
 from notifier.detect.poller import Poller
 from notifier.detect.report import StatusWriter
 from notifier.detect.store import StateStore
@@ -180,9 +180,7 @@ class Service:
                 await stop.wait()
                 if tasks:
                     _, pending = await asyncio.wait(tasks, timeout=grace)
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                await cancel_firmly(list(pending))
         finally:
             announce.cancel()
             if on_hup:

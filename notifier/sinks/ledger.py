@@ -1,12 +1,11 @@
-"""What a sink worker keeps while it leads: the record of outcomes, and a firm cancel.
+"""What a sink worker keeps while it leads: the record of outcomes.
 
 ``RedisLedger`` is the delivery engine's ledger (dead letters moved, retry states saved, acks
-queued, the lane's report told); ``cancel_firmly`` stops tasks that may swallow a cancel.
+queued, the lane's report told).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from notifier.events import DeadLetter
@@ -22,22 +21,7 @@ if TYPE_CHECKING:
     from notifier.sinks.schedule import Decision
     from notifier.sinks.stream import SinkStream
 
-__all__ = ["CANCEL_AGAIN", "RedisLedger", "cancel_firmly"]
-
-CANCEL_AGAIN = 0.5  # seconds before a stopping worker cancels a task that ignored it again
-
-
-async def cancel_firmly(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again any that is still running after a
-    moment: a cancellation that lands as a blocking Redis read times out can be swallowed by
-    the client's timeout handling (Python 3.11's ``asyncio.timeout``), which would otherwise
-    leave a stopping worker waiting forever."""
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN)
-    await asyncio.gather(*tasks, return_exceptions=True)
+__all__ = ["RedisLedger"]
 
 
 class RedisLedger:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from notifier._aio import wait_event
+from notifier._aio import cancel_firmly, wait_event
 from notifier.events import DeadLetter, UnreadableEvent, decode_event
 from notifier.fleet import OPEN, Gate
 from notifier.lease import Lease
@@ -51,7 +51,7 @@ from notifier.sinks.delivery import DeliveryEngine
 from notifier.sinks.filter import event_filter
 from notifier.sinks.lane import LaneReporter
 from notifier.sinks.layout import Layout
-from notifier.sinks.ledger import RedisLedger, cancel_firmly
+from notifier.sinks.ledger import RedisLedger
 from notifier.sinks.partition import Partition
 from notifier.sinks.schedule import RetryPolicy, Schedule
 from notifier.sinks.stream import SinkStream
@@ -311,9 +311,8 @@ class SinkWorker:
             await cancel_firmly(work)
             await engine.drain()  # finish the deliveries in hand; their outcomes are kept
             acks.close()
-            for task in (reporting, *waits):
-                task.cancel()
-            await asyncio.gather(acking, reporting, *waits, return_exceptions=True)
+            await cancel_firmly([reporting, *waits])  # the report may be in a Redis call
+            await asyncio.gather(acking, return_exceptions=True)
             with contextlib.suppress(*REDIS_ERRORS):
                 await acks.flush()
             finished.set()  # and a cancel, again if a Redis call in hand swallowed the first
