@@ -109,11 +109,13 @@ def lease_keys(clusters: Iterable[str], hooks: Sequence[Hook]) -> dict[str, list
 
 
 class Replica:
-    """One `notifier run` process (role all), its stderr (JSON log lines) in a file of its own."""
+    """One `notifier run` process (``role`` all by default), its stderr (JSON log lines) in a
+    file of its own."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *, role: str = "all") -> None:
         self.config = config
         self.log = log
+        self.role = role
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Replica:
@@ -123,6 +125,8 @@ class Replica:
                 "-m",
                 "notifier",
                 "run",
+                "--role",
+                self.role,
                 "--config",
                 str(self.config),
                 stdout=asyncio.subprocess.DEVNULL,

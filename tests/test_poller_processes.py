@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import sys
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from testkit.detection_support import (
     lockstep,
     stream_events,
 )
+from testkit.fleet_support import Replica
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -75,55 +75,10 @@ def write_config(
     return path
 
 
-class Service:
-    """One `notifier run --role poller` process, its stderr kept in a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as err:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "notifier",
-                "run",
-                "--role",
-                "poller",
-                "--config",
-                str(self.config),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=err,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        await self.process.wait()
-
-    async def stop(self) -> int:
-        """SIGTERM and wait: the graceful stop."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.process.wait(), 30)
-
-    async def ensure_dead(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-
-
 @asynccontextmanager
-async def services(config: Path, log: Path, count: int = 1) -> AsyncIterator[list[Service]]:
-    started = [Service(config, log) for _ in range(count)]
+async def services(config: Path, log: Path, count: int = 1) -> AsyncIterator[list[Replica]]:
+    """``count`` `notifier run --role poller` processes sharing one log file."""
+    started = [Replica(config, log, role="poller") for _ in range(count)]
     try:
         for service in started:
             await service.start()
