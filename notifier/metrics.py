@@ -106,8 +106,17 @@ class Metrics:
         )
         self.sink_lag = Gauge(
             "notifier_sink_lag",
-            "Stream entries a sink has not read yet",
+            "Stream entries a sink has not read yet (unread only: what it read and has not"
+            " delivered is notifier_sink_waiting)",
             ["sink", "cluster"],
+            registry=r,
+        )
+        self.sink_waiting = Gauge(
+            "notifier_sink_waiting",
+            "Events of a sink not delivered yet, by state: unread (in the stream), in_hand"
+            " (read: queued, in flight or held by a pause), retrying (failed, waiting for the"
+            " next attempt)",
+            ["sink", "cluster", "state"],
             registry=r,
         )
         self.dead_letters = Gauge(

@@ -4,7 +4,8 @@
 answers, every cluster was polled recently (by whichever replica leads it; not asked of a
 ``--role sinks`` process) and no sink is paused; otherwise 503 with one reason a line, worded
 as the status model words its problems (``notifier.status``), the cause included. ``/metrics``
-is Prometheus text; the Redis-side gauges (sink lag, dead letters) are read at scrape time.
+is Prometheus text; the Redis-side gauges (sink lag, what waits for each sink by state, dead
+letters) are read at scrape time, what waits as the status model counts it (``status.waiting``).
 ``/api/status`` is the status model as JSON (``docs/status.md``), 503 with
 ``{"error": "redis: unreachable (...)"}`` when Redis does not answer.
 """
@@ -12,6 +13,7 @@ is Prometheus text; the Redis-side gauges (sink lag, dead letters) are read at s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from notifier.server.auth import bearer_auth
 from notifier.server.console import ConsolePage, serve_asset
 from notifier.sinks.partition import partitions
 from notifier.status import StatusUnavailable, problem_lines, read_status, sink_problem
+from notifier.status.waiting import Waiting
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -143,20 +146,39 @@ class Endpoint:
                 groups = await self.redis.xinfo_groups(keys.events)
             by_name = {_text(g["name"]): g for g in groups}
             for sink in self.settings.sinks:
-                lags = []
+                lags: list[int] = []
+                each_lag: list[int | None] = []
+                pending: list[int] = []
                 for part in partitions(sink.name, sink.partitions):
                     group = by_name.get(part.group)
                     if group is None:
+                        each_lag.append(None)
                         continue
                     labels = (sink.name, cluster.name, part.label)
-                    if (lag := group.get("lag")) is not None:
+                    lag = group.get("lag")
+                    each_lag.append(None if lag is None else int(lag))
+                    if lag is not None:
                         self.metrics.partition_lag.labels(*labels).set(int(lag))
                         lags.append(int(lag))
-                    self.metrics.partition_pending.labels(*labels).set(int(group["pending"]))
+                    pending.append(int(group["pending"]))
+                    self.metrics.partition_pending.labels(*labels).set(pending[-1])
                 if lags:  # every partition reads the whole stream: the furthest behind
                     self.metrics.sink_lag.labels(sink.name, cluster.name).set(max(lags))
+                retrying = int(await self.redis.hlen(keys.retries(sink.name)))
+                self._set_waiting(sink.name, cluster.name, Waiting.of(each_lag, pending, retrying))
                 dead = await self.redis.xlen(keys.dlq(sink.name))
                 self.metrics.dead_letters.labels(sink.name, cluster.name).set(int(dead))
+
+    def _set_waiting(self, sink: str, cluster: str, waiting: Waiting) -> None:
+        """``notifier_sink_waiting`` of one lane, as the status model counts it; the ``unread``
+        series is left out while Redis cannot count it (as the status's ``lag`` is null)."""
+        gauge = self.metrics.sink_waiting
+        for state, count in waiting.by_state().items():
+            if count is not None:
+                gauge.labels(sink, cluster, state).set(count)
+            else:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(sink, cluster, state)
 
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}

@@ -28,6 +28,7 @@ from notifier.status.model import (
     Status,
     StreamStatus,
 )
+from notifier.status.waiting import Waiting
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -307,18 +308,19 @@ def _sinks(settings: Settings, readings: Sequence[ClusterReading]) -> list[SinkS
 
 def _lane(cluster: str, lane: LaneReading) -> SinkLane:
     """The lane as the aggregate of its partitions: the largest lag (``None`` if any cannot
-    say), pending summed, the newest error and delivery, the first pause."""
+    say), pending summed and what of it is in hand (``waiting``), the newest error and
+    delivery, the first pause."""
     parts = lane.partitions
-    lags = [part.lag for part in parts]
-    lag = None if not parts or None in lags else max(x for x in lags if x is not None)
+    waiting = Waiting.of((p.lag for p in parts), (p.pending for p in parts), lane.retrying)
     errored = [part.report for part in parts if part.report.last_error is not None]
     newest_error = max(errored, key=lambda r: r.last_error_at or -1, default=None)
     delivered = [r.last_delivered_at for r in (p.report for p in parts) if r.last_delivered_at]
     return SinkLane(
         cluster=cluster,
-        lag=lag,
+        lag=waiting.unread,
         pending=sum(part.pending for part in parts),
         retrying=lane.retrying,
+        in_hand=waiting.in_hand,
         dead_letters=lane.dead_letters,
         last_error=None if newest_error is None else newest_error.last_error,
         last_error_at=None if newest_error is None else _time(newest_error.last_error_at),

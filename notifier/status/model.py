@@ -135,9 +135,12 @@ class SinkLane(msgspec.Struct, frozen=True, kw_only=True):
     """The largest lag of its partitions' groups (each reads the whole stream, so the one
     furthest behind is how far behind the lane is); ``None`` when any cannot say."""
     pending: int
-    """Read, not yet acknowledged: summed over the partitions."""
+    """Read, not yet acknowledged: summed over the partitions (in hand or retrying)."""
     retrying: int
     """Events waiting for a retry."""
+    in_hand: int = 0
+    """Read and not failed yet (queued, in flight, held by a pause): ``pending`` less
+    ``retrying``, never below 0 (``notifier.status.waiting``)."""
     dead_letters: int
     last_error: str | None
     """The newest delivery failure of any partition, one line with secrets masked; ``None``
