@@ -9,8 +9,10 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from aiohttp import web
 
-from notifier.events import AudienceStarted, Connected, Envelope
+from notifier.events import AudienceStarted, Connected, Envelope, decode_event
+from notifier.sinks.base import Delivered
 from notifier.sinks.control import SinkControl
 from notifier.sinks.slack.config import SlackSinkSettings
 from notifier.sinks.slack.sink import SlackSink
@@ -26,6 +28,7 @@ from testkit.sink_support import (
     publish,
     running_worker,
 )
+from tests.conftest import scripted_storm
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -157,3 +160,28 @@ async def test_stream_events_share_the_message_of_their_streams_viewers(redis: R
             "eu-1 · live-1 audience started: 1 viewer; 1 joined",
             "eu-1 · live-2 audience started: 1 viewer; 1 joined",
         ]
+
+
+async def test_a_2xx_whose_body_never_comes_is_delivered_at_once() -> None:
+    """Slack's status is its answer: a 200 whose body never comes is delivered at once, not
+    timed out (and posted again on every retry)."""
+    never = asyncio.Event()
+
+    async def stalled(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        response.content_length = 1000
+        await response.prepare(request)
+        await never.wait()  # the body never comes (until the server stops)
+        return response
+
+    (raw,) = make_events(1, 1)
+    fields = {b"type": raw["type"].encode(), b"id": raw["id"].encode(), b"event": raw["body"]}
+    event = decode_event(KEYS.cluster, "1-0", fields)
+    async with scripted_storm({("POST", "/hook"): stalled}) as base:
+        sink = SlackSink(slack(f"{base}/hook", timeout="2s"))
+        try:
+            outcome = await asyncio.wait_for(sink.deliver([event]), 1.5)
+        finally:
+            await sink.aclose()
+    assert outcome == Delivered(status=200)

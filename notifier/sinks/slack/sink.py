@@ -4,8 +4,9 @@ one a second (app mode, ``token`` + ``channel``, is ``app.SlackAppSink``).
 Events of one (cluster, streamKey) that become ready within ``group_wait`` make one message
 (``message.build_message`` keeps it inside Block Kit's limits by summarising): a stream event
 (its subject is the streamKey) goes with the viewer events of its stream, on top. Slack's answers:
-``ok`` delivered; 429 waits ``Retry-After``; ``400 invalid_payload`` is dead-lettered;
-403/404/410 (revoked token, channel gone) pause the sink; 5xx and timeouts are retried.
+``ok`` (any 2xx) is delivered once its status arrives, the body not awaited; 429 waits
+``Retry-After``; ``400 invalid_payload`` is dead-lettered; 403/404/410 (revoked token, channel
+gone) pause the sink; 5xx and timeouts are retried.
 """
 
 from __future__ import annotations
@@ -103,14 +104,14 @@ class SlackSink:
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as response:
-                answer = await response.content.read(1024)
                 status = response.status
+                if 200 <= status < 300:  # the status is the answer: its body is not awaited
+                    return Delivered(status=status)
+                answer = await response.content.read(1024)
                 retry_after = response.headers.get("Retry-After")
         except (TimeoutError, aiohttp.ClientError) as exc:
             return transport_failure(exc, self.settings.timeout)
         text = answer.decode("utf-8", "replace").strip()[:100]
-        if 200 <= status < 300:
-            return Delivered(status=status)
         if status == 429:
             after = parse_retry_after(retry_after, time.time())
             return Retry(

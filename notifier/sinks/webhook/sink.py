@@ -3,6 +3,11 @@
 Headers: ``webhook-id`` (the event id; for a batch, an id derived from its events' ids),
 ``webhook-timestamp`` (seconds, at sending), ``webhook-signature`` (``v1,<base64 HMAC-SHA256
 of "id.timestamp.body">``, one per configured secret, space-separated, for key rotation).
+
+The answer's status decides (``http.classify``). A 2xx is delivered as soon as its status
+line arrives: its body is never waited for (one that is slow, huge or never comes must not
+turn an accepted event into a timeout and a redelivery); of any other answer at most
+``ANSWER_LIMIT`` bytes are read, for the reason.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ __all__ = ["BATCH_CONTENT_TYPE", "WebhookSink", "sign"]
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 _BATCH_NAMESPACE = uuid.UUID("7f0f5d5e-8a43-4c1f-9a0e-3f4f9b7e2c11")
-ANSWER_LIMIT = 4096  # bytes of a receiver's answer kept for the reason
+ANSWER_LIMIT = 4096  # bytes of a receiver's failure answer read, for the reason
 
 
 def sign(keys: Sequence[bytes | hmac.HMAC], message_id: str, timestamp: int, body: bytes) -> str:
@@ -120,6 +125,8 @@ class WebhookSink:
                 allow_redirects=False,
                 ssl=self._ssl,
             ) as response:
+                if 200 <= response.status < 300:  # the status is the answer: no body awaited
+                    return classify(response.status, response.headers, b"")
                 answer = await response.content.read(ANSWER_LIMIT)
                 return classify(response.status, response.headers, answer)
         except (TimeoutError, aiohttp.ClientError) as exc:
