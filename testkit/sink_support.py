@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
+    from notifier.metrics import Metrics
     from notifier.sinks.base import Sink
     from notifier.sinks.partition import Partition
     from notifier.sinks.settings import SinkBaseSettings
@@ -124,8 +125,12 @@ async def running_worker(
     owner: str | None = None,
     partition: Partition | None = None,
     gate: Gate = OPEN,
+    backlog: int = 10_000,
+    metrics: Metrics | None = None,
+    stream: SinkStream | None = None,
 ) -> AsyncIterator[SinkControl]:
-    """A SinkWorker delivering until the block ends (then a graceful stop)."""
+    """A SinkWorker delivering until the block ends (then a graceful stop). ``backlog``,
+    ``metrics`` and ``stream`` are the worker's (``SinkWorker``)."""
     control = control or SinkControl(settings.name)
     worker = SinkWorker(
         sink,
@@ -142,6 +147,9 @@ async def running_worker(
         rng=random.Random(0),
         partition=partition,
         gate=gate,
+        backlog=backlog,
+        metrics=metrics,
+        stream=stream,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
