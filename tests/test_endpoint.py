@@ -104,6 +104,7 @@ async def test_metrics_move_and_readiness_follows_redis(
                     "notifier_deliveries_total",
                     "notifier_delivery_duration_seconds_count",
                     "notifier_sink_lag",
+                    "notifier_sink_waiting",
                     "notifier_sink_partition_lag",
                     "notifier_sink_partition_pending",
                     "notifier_sink_partition_leading",

@@ -341,7 +341,8 @@ async def test_a_receiver_slower_than_the_event_rate_builds_a_visible_bounded_ba
     worker: it holds at most its backlog (100 here; 10,000 by default), each XREADGROUP asks
     for at most that room and ``READ_COUNT``, and the process does not grow. Twice while it
     grows the receiver stalls (``Hold``) so the lane is still: the metric and the status agree
-    exactly, ``in_hand`` is at the bound and ``unread`` is larger the second time. Then the
+    exactly, ``in_hand`` is within the bound (above half of it: the worker reads again once
+    half is free) and ``unread`` is larger the second time. Then the
     receiver speeds up: all 1,500 arrive exactly once, in per-viewer order."""
     backlog = 100
     events = make_events(1_500, 60, seed=15)

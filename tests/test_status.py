@@ -34,6 +34,7 @@ from notifier.status import EventLine, Status, StatusUnavailable, StreamStatus, 
 from notifier.status.build import events_per_minute
 from notifier.status.model import PartitionLane
 from notifier.status.table import print_status
+from notifier.status.waiting import Waiting
 from notifier.storm import StormClient, create_session
 from testkit.receivers import Reply, WebhookReceiver
 from testkit.sink_support import FAST, SECRET, create_group, running_worker, webhook
@@ -657,3 +658,13 @@ def test_the_tables_print_storm_text_as_it_is() -> None:
     assert text.count("[bold red]live[/]") == 2
     assert "[link=http://x]v1[/link]" in text
     assert "1 s ago" in text
+
+
+def test_what_waits_is_counted_one_way_for_the_metric_and_the_status() -> None:
+    """``Waiting.of``: the furthest-behind partition's lag (unknown if any is), pending less the
+    retry states (never below 0, as while partitions change)."""
+    assert Waiting.of([4, 9], [30, 12], 5) == Waiting(unread=9, in_hand=37, retrying=5)
+    assert Waiting.of([4, None], [3], 0).unread is None
+    assert Waiting.of([], [], 0).unread is None
+    assert Waiting.of([0], [2], 5) == Waiting(unread=0, in_hand=0, retrying=5)
+    assert Waiting(1, 2, 3).by_state() == {"unread": 1, "in_hand": 2, "retrying": 3}
