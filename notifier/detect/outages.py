@@ -47,7 +47,9 @@ class Outages:
         if self._storm_ok is False:
             return
         if self._storm_ok is None or failing.attempts >= FAILING_ATTEMPTS:
-            self._unavailable(str(failing), still="retrying until the poll budget runs out")
+            self._unavailable(
+                str(failing), still="retrying until the poll budget runs out", reason=failing.kind
+            )
 
     def storm(self, *, ok: bool, error: str | None = None, reason: str | None = None) -> None:
         """A poll ended, complete (``ok``) or not (``error`` says why, ``reason`` its kind)."""

@@ -77,6 +77,8 @@ class Failing:
     """``"cannot connect (...)"``, ``"503 Service Unavailable"``: never a URL or a secret."""
     attempts: int
     """Failed attempts so far."""
+    kind: str = "unavailable"
+    """Of the last failure (``notifier.errors.STORM_ERROR_KINDS``)."""
 
     def __str__(self) -> str:
         return f"{self.what}: {self.reason}"

@@ -127,10 +127,11 @@ class Requester:
         return self._auth.logins if isinstance(self._auth, LoginAuth) else 0
 
     @property
-    def failing(self) -> tuple[str, str, int] | None:
+    def failing(self) -> tuple[str, str, int, str] | None:
         """The latest request of the operation under way that failed and is being retried:
-        (what, reason, failed attempts); None once it succeeded, or if none failed."""
-        return self._failing
+        (what, reason, failed attempts, the kind of its last failure); None once it succeeded,
+        or if none failed."""
+        return None if self._failing is None else (*self._failing, self._failing_kind)
 
     async def aclose(self) -> None:
         """Log out if logged in (best effort)."""
