@@ -4,8 +4,9 @@ Never an invented connect or disconnect: each bad answer below ends as an incomp
 says why (the ``storm.poll_incomplete`` line, ``poller.storm_unavailable``, and
 ``notifier_poll_incomplete_total{reason}``) and writes nothing, or as a complete poll whose events
 are exactly the true ones. The servers are real aiohttp servers on 127.0.0.1, the poller a real
-one over a real redis-server (``testkit.bad_storm``). Generated bodies (hypothesis) are in
-``test_storm_generated.py``.
+one over a real redis-server (``testkit.bad_storm``). At the end, generated bodies (hypothesis,
+``testkit.storm_bodies``) go through decode, paging and the rules against an oracle, and through
+the real client: nothing escapes but an incomplete poll.
 """
 
 from __future__ import annotations
@@ -19,18 +20,25 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from notifier.storm.decode import MAX_ID_LENGTH, Page, Viewer
+from notifier.detect.rules import Track, detect
+from notifier.errors import STORM_ERROR_KINDS, StormSchemaError
+from notifier.storm import StormClient, create_session
+from notifier.storm.decode import MAX_ID_LENGTH, MalformedBody, Page, Viewer, decode_page
 from notifier.storm.paging import EXTRA_PAGES, Tally
-from testkit.bad_storm import KEYS, MEMORY_PROBE, poller_run
+from testkit.bad_storm import KEYS, MEMORY_PROBE, PLAIN, poller_run
+from testkit.storm_bodies import BodyServer, any_body, valid_bodies
 
-from .conftest import cluster_settings, scripted_storm
+from .conftest import FAST_BACKOFF, cluster_settings, scripted_storm
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
     from redis.asyncio import Redis
 
+    from notifier.storm import Poll
     from testkit.bad_storm import PollerRun
 
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -441,3 +449,109 @@ def test_a_viewer_drift_returns_twice_keeps_the_later_pages_record(order: tuple[
         tally.add(pages[number], number, 2)
     assert tally.viewers["v_moved"].health == 80
     assert (len(tally.viewers), tally.duplicates) == (5, 1)
+
+
+# --- generated bodies ---------------------------------------------------------------------------
+
+TRACKED = st.lists(st.sampled_from(["v_1", "0123", "123", "a:b/c", "x", "gone"]), unique=True)
+
+
+def _detected(raw: bytes, tracked_ids: list[str]) -> dict[str, list[str]] | None:
+    """Decode, count in and detect one body from ``tracked_ids``: each event type's subjects;
+    None if the body is refused (the only exceptions allowed are the incomplete-poll ones)."""
+    try:
+        page = decode_page(raw)
+        tally = Tally()
+        tally.start_pass()
+        tally.add(page, 1, None)
+    except (MalformedBody, StormSchemaError):
+        return None
+    for viewer in page.viewers:  # read as sent: never a converted or invented id
+        assert json.loads(viewer.raw)["id"] == viewer.id
+    tracked = {vid: Track(record=b"{}", seen_at=0) for vid in tracked_ids}
+    detection = detect(tracked, tally.viewers, polled_at=1, settings=PLAIN)
+    subjects: dict[str, list[str]] = {}
+    for emission in detection.emissions:
+        subjects.setdefault(emission.type, []).append(emission.viewer_id)
+    return subjects
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=400, deadline=None)
+@given(drawn=any_body(), tracked_ids=TRACKED)
+def test_generated_bodies_through_decode_paging_and_the_rules(
+    drawn: tuple[bytes, list[str]], tracked_ids: list[str]
+) -> None:
+    """Valid, near-valid and garbage bodies: refused, or the events are exactly the oracle's
+    (connected: listed and not tracked; disconnected: tracked and not listed; each once)."""
+    raw, _ = drawn
+    subjects = _detected(raw, tracked_ids)
+    if subjects is None:
+        return
+    listed = [viewer.id for viewer in decode_page(raw).viewers]
+    assert sorted(subjects.get("viewer.connected", [])) == sorted(set(listed) - set(tracked_ids))
+    assert sorted(subjects.get("viewer.disconnected", [])) == sorted(set(tracked_ids) - set(listed))
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=200, deadline=None)
+@given(drawn=valid_bodies(), tracked_ids=TRACKED)
+def test_valid_but_odd_bodies_are_read_exactly(
+    drawn: tuple[bytes, list[str]], tracked_ids: list[str]
+) -> None:
+    """The documented shape with odd content is never refused, and every id is read as sent."""
+    raw, ids = drawn
+    subjects = _detected(raw, tracked_ids)
+    assert subjects is not None
+    assert [viewer.id for viewer in decode_page(raw).viewers] == ids
+    assert sorted(subjects.get("viewer.connected", [])) == sorted(set(ids) - set(tracked_ids))
+
+
+@pytest.fixture(scope="module")
+def body_server() -> Iterator[BodyServer]:
+    """One threaded server for every example of a test."""
+    with BodyServer() as server:
+        yield server
+
+
+async def _poll_once(url: str, budget: str) -> Poll:
+    cluster = cluster_settings(url, auth={"token": "t"}, poll_budget=budget, timeout=budget)
+    async with create_session(cluster) as session:
+        return await StormClient(cluster, session, backoff=FAST_BACKOFF).poll()
+
+
+@pytest.mark.timeout(120)
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(drawn=any_body())
+def test_generated_bodies_through_the_real_client(
+    body_server: BodyServer, drawn: tuple[bytes, list[str]]
+) -> None:
+    """Any body over HTTP: ``poll()`` returns (no exception escapes); incomplete says why in a
+    kind of STORM_ERROR_KINDS; complete holds only ids the body listed, as listed."""
+    raw, _ = drawn
+    body_server.body = raw
+    poll = asyncio.run(_poll_once(body_server.url, "150ms"))
+    if not poll.complete:
+        assert poll.reason in STORM_ERROR_KINDS
+        assert poll.error
+        return
+    assert list(poll.viewers) == [viewer.id for viewer in decode_page(raw).viewers]
+    assert all(json.loads(v.raw)["id"] == vid for vid, v in poll.viewers.items())
+
+
+@pytest.mark.timeout(120)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(drawn=valid_bodies())
+def test_valid_bodies_through_the_real_client_are_complete(
+    body_server: BodyServer, drawn: tuple[bytes, list[str]]
+) -> None:
+    """Valid but odd bodies over HTTP: complete, every id as sent."""
+    raw, ids = drawn
+    body_server.body = raw
+    poll = asyncio.run(_poll_once(body_server.url, "5s"))
+    assert poll.complete, poll.error
+    assert list(poll.viewers) == ids
