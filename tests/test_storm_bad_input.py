@@ -449,6 +449,10 @@ def test_a_viewer_drift_returns_twice_keeps_the_later_pages_record(order: tuple[
         tally.add(pages[number], number, 2)
     assert tally.viewers["v_moved"].health == 80
     assert (len(tally.viewers), tally.duplicates) == (5, 1)
+    tally.add(_tally_page(_viewer("v_d", 30), _viewer("v_e", 90)), 5, 2)  # after the first repeat
+    tally.add(_tally_page(_viewer("v_d", 60), _viewer("v_f", 90)), 4, 2)
+    assert tally.viewers["v_d"].health == 30  # page 5's, read before page 4
+    assert (len(tally.viewers), tally.duplicates) == (8, 2)
 
 
 # --- generated bodies ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from notifier.errors import StormSchemaError
@@ -158,7 +159,8 @@ class Tally:
     drift: bool = False
     _ids: set[str] | None = None  # this pass's; None while it is the first (``viewers`` holds them)
     _pass: int = 0
-    _ranks: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (pass, page) read
+    _read: list[tuple[tuple[int, int], tuple[str, ...]]] = field(default_factory=list)
+    _ranks: dict[str, tuple[int, int]] | None = None  # id -> (pass, page), made at a first repeat
     _rows: int = 0
     _totals: set[int] = field(default_factory=set)
     _contents: dict[tuple[str, ...], int] = field(default_factory=dict)
@@ -194,7 +196,8 @@ class Tally:
                     " (does the server ignore the page parameter?)",
                     kind="paging",
                 )
-        if len(set(ids)) < len(ids):
+        rows = dict(zip(ids, page.viewers, strict=True))
+        if len(rows) < len(ids):
             twice = next(vid for vid, n in Counter(ids).items() if n > 1)
             raise StormSchemaError(
                 f"page {number} lists viewer {twice[:64]!r} twice", kind="viewer_id"
@@ -202,14 +205,21 @@ class Tally:
         viewers, seen, ranks = self.viewers, self._ids, self._ranks
         before = len(viewers)
         rank = (self._pass, number)
-        if viewers.keys() & ids:  # read before (drift): the later page's record wins
-            rows = [(vid, v) for vid, v in zip(ids, page.viewers, strict=True)
-                    if vid not in viewers or ranks[vid] < rank]  # fmt: skip
+        if viewers.keys().isdisjoint(rows):
             viewers.update(rows)
-            ranks.update((vid, rank) for vid, _ in rows)
-        else:
-            viewers.update(zip(ids, page.viewers, strict=True))
-            ranks.update(dict.fromkeys(ids, rank))
+            if ranks is None:
+                self._read.append((rank, contents))
+            else:
+                ranks.update(zip(contents, repeat(rank)))
+        else:  # read before (drift): the later page's record wins
+            if ranks is None:  # the first repeat of the poll: where each id was read
+                ranks = self._ranks = {}
+                for earlier, read in self._read:
+                    ranks.update(zip(read, repeat(earlier)))
+                self._read = []
+            rows = {vid: v for vid, v in rows.items() if vid not in viewers or ranks[vid] < rank}
+            viewers.update(rows)
+            ranks.update(zip(rows, repeat(rank)))
         self.duplicates += len(page.viewers) - (len(viewers) - before)
         if seen is None:  # the first pass: its viewers are all of them so far
             return len(viewers) - before
