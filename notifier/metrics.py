@@ -65,6 +65,12 @@ class Metrics:
             ["cluster", "outcome"],
             registry=r,
         )
+        self.poll_incomplete = Counter(
+            "notifier_poll_incomplete",
+            "Incomplete polls of a Storm cluster by reason (notifier.errors.STORM_ERROR_KINDS)",
+            ["cluster", "reason"],
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "notifier_poll_duration_seconds",
             "Time of one poll cycle: fetch and decode every page, look up, detect, encode, commit",

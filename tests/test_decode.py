@@ -154,18 +154,18 @@ def test_missing_optional_fields_are_tolerated() -> None:
     assert (viewer.id, viewer.health, viewer.health_grade) == ("v_1", None, None)
 
 
-def test_numeric_ids_become_strings() -> None:
-    """An integer id is accepted as its decimal string."""
-    (viewer,) = decode_page(body([{"id": 12345}])).viewers
-    assert viewer.id == "12345"
+def test_numeric_ids_are_refused() -> None:
+    """An integer id is not turned into a string ("0123" and 123 would be two viewers)."""
+    with pytest.raises(StormSchemaError, match=r"\$\.data\.list\[0\] has an id of type number"):
+        decode_page(body([{"id": 12345}]))
 
 
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
         ([RECORD, {"healthScore": 3}], r"\$.data.list\[1\] has no id"),
-        ([{"id": ""}], "not a non-empty string"),
-        ([{"id": ["x"]}], "not a non-empty string"),
+        ([{"id": ""}], "has an empty id"),
+        ([{"id": ["x"]}], "has an id of type array"),
         (["v_1"], "Expected `object`"),
     ],
 )

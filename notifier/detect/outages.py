@@ -47,14 +47,16 @@ class Outages:
         if self._storm_ok is False:
             return
         if self._storm_ok is None or failing.attempts >= FAILING_ATTEMPTS:
-            self._unavailable(str(failing), still="retrying until the poll budget runs out")
+            self._unavailable(
+                str(failing), still="retrying until the poll budget runs out", reason=failing.kind
+            )
 
-    def storm(self, *, ok: bool, error: str | None = None) -> None:
-        """A poll ended, complete (``ok``) or not (``error`` says why)."""
+    def storm(self, *, ok: bool, error: str | None = None, reason: str | None = None) -> None:
+        """A poll ended, complete (``ok``) or not (``error`` says why, ``reason`` its kind)."""
         if ok and self._storm_ok is False:
             self._log.info("poller.storm_recovered")
         elif not ok and self._storm_ok is not False:
-            self._unavailable(error or "unknown", still="retried at the next poll")
+            self._unavailable(error or "unknown", still="retried at the next poll", reason=reason)
         self._storm_ok = ok
 
     def redis(self, *, ok: bool, error: BaseException | None = None) -> None:
@@ -66,10 +68,11 @@ class Outages:
             self._log.warning("poller.redis_unavailable", error=reason)
         self._redis_ok = ok
 
-    def _unavailable(self, error: str, *, still: str) -> None:
+    def _unavailable(self, error: str, *, still: str, reason: str | None = None) -> None:
         self._storm_ok = False
         self._log.warning(
             "poller.storm_unavailable",
+            reason=reason or "unavailable",
             error=error,
             effect=f"no poll is complete, so nothing is detected or emitted; {still}",
         )

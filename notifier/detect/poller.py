@@ -244,7 +244,8 @@ class Poller:
         name = self._cluster.name
         if not poll.complete:
             self._metrics.polls.labels(name, "incomplete").inc()
-            self._outages.storm(ok=False, error=poll.error)
+            self._metrics.poll_incomplete.labels(name, poll.reason or "unavailable").inc()
+            self._outages.storm(ok=False, error=poll.error, reason=poll.reason)
             return f"storm: {poll.error}"
         self._metrics.polls.labels(name, "complete").inc()
         self._outages.storm(ok=True)

@@ -14,10 +14,13 @@ __all__ = ["Backoff", "RetryableFailure"]
 class RetryableFailure(Exception):  # noqa: N818 - a signal inside the client, never escapes it
     """An attempt failed in a way another attempt may fix."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, kind: str = "unavailable"
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.kind = kind  # the StormError kind if the retries run out
 
 
 @dataclass(frozen=True, slots=True)

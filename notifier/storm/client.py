@@ -6,7 +6,8 @@ server reports as it goes (a capped ``rowsPerPage``, totals that grow or shrink 
 poll, successful requests included, ends when ``poll_budget`` runs out. ``Retry-After`` pauses
 every request of the cluster (for ``MAX_RETRY_AFTER`` at most). How one request is sent,
 retried and cut short lives in ``requester``; this module decides what to fetch. The result
-says whether the poll is complete: an incomplete poll must never be mistaken for "everyone left".
+says whether the poll is complete: an incomplete poll must never be mistaken for "everyone left";
+it says why in words (``error``) and in one word of ``STORM_ERROR_KINDS`` (``reason``).
 """
 
 from __future__ import annotations
@@ -49,13 +50,15 @@ class Poll:
     """The outcome of reading every page once.
 
     ``complete`` is true only when every page was fetched and parsed; otherwise ``error`` says
-    why and ``viewers`` holds only what was read (never to be taken as the audience).
+    why, ``reason`` is its kind (``notifier.errors.STORM_ERROR_KINDS``) and ``viewers`` holds
+    only what was read (never to be taken as the audience).
     """
 
     cluster: str
     complete: bool
     viewers: Mapping[str, Viewer]
     error: str | None
+    reason: str | None
     pages: int
     requests: int
     duplicates: int
@@ -74,6 +77,8 @@ class Failing:
     """``"cannot connect (...)"``, ``"503 Service Unavailable"``: never a URL or a secret."""
     attempts: int
     """Failed attempts so far."""
+    kind: str = "unavailable"
+    """Of the last failure (``notifier.errors.STORM_ERROR_KINDS``)."""
 
     def __str__(self) -> str:
         return f"{self.what}: {self.reason}"
@@ -138,17 +143,19 @@ class StormClient:
         requests_before = self._requester.requests
         gathered = Tally()
         error: str | None = None
+        reason: str | None = None
         try:
             async with self._requester.budget("the poll"):
-                for query in self._queries():
-                    await self._read_pass(query, deadline, gathered)
+                for index, query in enumerate(self._queries()):
+                    await self._read_pass(query, deadline, gathered, index)
         except StormError as exc:
-            error = str(exc)
+            error, reason = str(exc), exc.kind
         poll = Poll(
             cluster=self._settings.name,
             complete=error is None,
             viewers=gathered.viewers,
             error=error,
+            reason=reason,
             pages=gathered.pages,
             requests=self._requester.requests - requests_before,
             duplicates=gathered.duplicates,
@@ -164,7 +171,7 @@ class StormClient:
                 duration=round(poll.duration, 3),
             )
         else:
-            self._log.debug("storm.poll_incomplete", error=error, pages=poll.pages)
+            self._log.debug("storm.poll_incomplete", reason=reason, error=error, pages=poll.pages)
         return poll
 
     async def count(self) -> int | None:
@@ -213,8 +220,10 @@ class StormClient:
             return [base]
         return [{**base, "harnessType": harness} for harness in types]
 
-    async def _read_pass(self, query: dict[str, str], deadline: float, into: Tally) -> None:
-        into.start_pass()
+    async def _read_pass(
+        self, query: dict[str, str], deadline: float, into: Tally, index: int = 0
+    ) -> None:
+        into.start_pass(index)
         first = await self._fetch_page(query, 1, deadline)
         per_page = first.items_per_page or len(first.viewers) or None
         new = into.add(first, 1, per_page)
@@ -222,7 +231,7 @@ class StormClient:
         if target is None:
             await self._read_sequentially(query, deadline, into, first, per_page)
         else:
-            target = extended(target, 1, first, new)
+            target = extended(target, 1, first, new, per_page)
             await self._read_concurrently(query, deadline, into, target, per_page)
         into.check_pass()
 
@@ -254,7 +263,7 @@ class StormClient:
                     if reported is not None and reported > target:
                         target = reported  # the audience grew mid-pass
                     if number == target:
-                        target = extended(target, number, page, new)
+                        target = extended(target, number, page, new, per_page)
         finally:
             for task in in_flight:
                 task.cancel()
@@ -320,8 +329,8 @@ class StormClient:
         except MalformedBody as exc:
             kind = headers.get("Content-Type", "")
             if "html" in kind.lower() or body.lstrip()[:1] == b"<":
-                raise RetryableFailure("an HTML page instead of JSON") from None
-            raise RetryableFailure(str(exc)) from None
+                raise RetryableFailure("an HTML page instead of JSON", kind="malformed") from None
+            raise RetryableFailure(str(exc), kind="malformed") from None
 
     async def _batch(self, ids: list[str]) -> dict[str, Viewer]:
         for field_name in dict.fromkeys((self._batch_field, "connectionIds", "ids")):
@@ -334,5 +343,5 @@ class StormClient:
             try:
                 return {viewer.id: viewer for viewer in decode_found(body)}
             except MalformedBody as exc:
-                raise RetryableFailure(str(exc)) from None
+                raise RetryableFailure(str(exc), kind="malformed") from None
         raise StormRequestError("batch lookup refused both 'ids' and 'connectionIds'", status=400)

@@ -6,11 +6,20 @@ into the few fields detection needs. No per-viewer pydantic, no per-viewer dict.
 
 Bodies that are not JSON at all raise ``MalformedBody`` (worth a retry); JSON of the wrong shape
 raises ``StormSchemaError``.
+
+Viewer ids are taken exactly as sent, or not at all. The API documents a string; a number is
+refused rather than turned into one, since ``"0123"`` in one poll and ``123`` in the next would be
+two viewers, one connect invented. A string id is accepted verbatim (any Unicode, spaces, ``:``
+and ``/``: Redis, the events and the partition hash take any string) unless it is empty, longer
+than ``MAX_ID_LENGTH`` characters, or holds a control character (it would corrupt log lines and
+messages). An id refused makes the whole poll incomplete (``kind`` ``viewer_id``): a poll that
+leaves one viewer out would disconnect it.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "MAX_ID_LENGTH",
     "NO_DATA_GRADE",
     "MalformedBody",
     "Page",
@@ -32,6 +42,7 @@ __all__ = [
     "describe_status",
 ]
 
+MAX_ID_LENGTH = 256  # characters; Storm's ids are about 20
 NO_DATA_GRADE = "No Data"
 _NO_DATA_KEY = "nodata"  # NO_DATA_GRADE normalised by _grade_key
 
@@ -83,7 +94,7 @@ class _TypedCore(msgspec.Struct, gc=False):
     ``_Core``, whose per-viewer checks decide what each odd value means.
     """
 
-    id: str | int | None = None
+    id: str | None = None
     healthScore: float | str | None = None  # noqa: N815
     healthGrade: str | None = None  # noqa: N815
 
@@ -203,7 +214,13 @@ def _viewers(cores: Sequence[_TypedCore | _Core], raws: list[msgspec.Raw]) -> li
     keys, isfinite = _grade_keys, math.isfinite
     for index, (core, raw) in enumerate(zip(cores, raws, strict=True)):
         viewer_id, score, grade = core.id, core.healthScore, core.healthGrade
-        if type(viewer_id) is not str or not viewer_id or type(score) is not float:
+        if (
+            type(viewer_id) is not str
+            or not viewer_id
+            or len(viewer_id) > MAX_ID_LENGTH
+            or not viewer_id.isprintable()  # the rare id with other characters: _id_problem
+            or type(score) is not float
+        ):
             append(_viewer(f"$.data.list[{index}]", core, bytes(raw)))
             continue
         if grade is None:
@@ -221,15 +238,46 @@ def _viewers(cores: Sequence[_TypedCore | _Core], raws: list[msgspec.Raw]) -> li
 
 def _viewer(where: str, core: _Core | _TypedCore, raw: bytes) -> Viewer:
     viewer_id = core.id
-    if isinstance(viewer_id, int) and not isinstance(viewer_id, bool):
-        viewer_id = str(viewer_id)
-    if not isinstance(viewer_id, str) or not viewer_id:
-        what = "has no id" if viewer_id is None else "has an id that is not a non-empty string"
-        raise StormSchemaError(f"viewer record at {where} {what}")
+    if viewer_id is None:
+        raise StormSchemaError(f"viewer record at {where} has no id")
+    if not isinstance(viewer_id, str):
+        raise StormSchemaError(
+            f"viewer record at {where} has an id of type {_json_type(viewer_id)}"
+            " (the API documents a string)",
+            kind="viewer_id",
+        )
+    problem = _id_problem(viewer_id)
+    if problem is not None:
+        raise StormSchemaError(f"viewer record at {where} has {problem}", kind="viewer_id")
     grade = core.healthGrade if isinstance(core.healthGrade, str) else None
     return Viewer(
         id=viewer_id, health=_health(core.healthScore, grade), health_grade=grade, raw=raw
     )
+
+
+def _id_problem(viewer_id: str) -> str | None:
+    """Why a string id is refused (module doc), or None if it is accepted."""
+    if not viewer_id:
+        return "an empty id"
+    if len(viewer_id) > MAX_ID_LENGTH:
+        return f"an id of {len(viewer_id)} characters (at most {MAX_ID_LENGTH})"
+    for char in viewer_id:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            return f"an id with the control character U+{ord(char):04X}"
+    return None
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
 
 
 def _health(score: object, grade: str | None) -> float | None:

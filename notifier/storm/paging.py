@@ -12,11 +12,20 @@ stable reshuffles whole pages. Drift therefore trades missed viewers for repeats
 lose rows. So a pass is short only when its pages returned fewer rows, repeats included, than
 the server reported, by more than ``shortfall_allowed``. A missed viewer that drift explains is
 the poller's to confirm (batch lookup), not a reason to fail the poll.
+
+A viewer drift returns twice may come with two records (its counters moved in between): the
+record of the later page wins (of the later pass, with several harness types), whatever order
+the pages arrived in, so a poll's result does not depend on which request was faster. One page
+listing an id twice is no drift but a broken answer: the poll is incomplete (``viewer_id``).
+A server that keeps saying hasNext is followed ``EXTRA_PAGES`` past the end its own totals
+report, no further (``paging``); one that reports no totals is bounded by ``poll_budget``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from notifier.errors import StormSchemaError
@@ -25,6 +34,7 @@ if TYPE_CHECKING:
     from .decode import Page, Viewer
 
 __all__ = [
+    "EXTRA_PAGES",
     "MAX_PAGES",
     "Tally",
     "check_page",
@@ -36,6 +46,7 @@ __all__ = [
 ]
 
 MAX_PAGES = 1_000_000  # a runaway server that always says there is more stops here
+EXTRA_PAGES = 10  # pages hasNext is followed past the last page the totals report
 SHORTFALL_MIN = 5  # viewers a pass may miss to paging drift before it is incomplete ...
 SHORTFALL_SHARE = 0.02  # ... or this share of the reported total, whichever is larger
 
@@ -68,19 +79,30 @@ def check_page(page: Page, asked: int, per_page: int | None) -> None:
     last = last_page(page, per_page)
     current = page.current_page
     if current is not None and current != asked and last is not None and asked <= last:
-        raise StormSchemaError(f"asked for page {asked}, the server answered page {current}")
+        raise StormSchemaError(
+            f"asked for page {asked}, the server answered page {current}", kind="paging"
+        )
     if not page.viewers and _rows_expected(page, asked, per_page):
         raise StormSchemaError(
-            f"page {asked} came back empty, but the same answer reports {_totals(page)}"
+            f"page {asked} came back empty, but the same answer reports {_totals(page)}",
+            kind="paging",
         )
 
 
-def extended(target: int, number: int, page: Page, new: int) -> int:
-    """The target after page ``number`` (the last one so far): one more if it says hasNext."""
+def extended(target: int, number: int, page: Page, new: int, per_page: int | None = None) -> int:
+    """The target after page ``number`` (the last one so far): one more if it says hasNext,
+    up to ``EXTRA_PAGES`` past the last page its totals report."""
     if number != target or not page.has_next or not page.viewers or target >= MAX_PAGES:
         return target
     if not new:
         raise repeating(number)
+    last = last_page(page, per_page)
+    if last is not None and number >= last + EXTRA_PAGES:
+        raise StormSchemaError(
+            f"page {number} still says hasNext, {number - last} pages past the {last} its"
+            f" totals report ({_totals(page)})",
+            kind="paging",
+        )
     return target + 1
 
 
@@ -95,7 +117,8 @@ def repeating(number: int) -> StormSchemaError:
     """The error for page ``number`` holding only repeats while the server says there is more."""
     return StormSchemaError(
         f"page {number} held only viewers already read, yet the server says there are more"
-        " (does it ignore the page parameter?)"
+        " (does it ignore the page parameter?)",
+        kind="paging",
     )
 
 
@@ -135,12 +158,16 @@ class Tally:
     duplicates: int = 0
     drift: bool = False
     _ids: set[str] | None = None  # this pass's; None while it is the first (``viewers`` holds them)
+    _pass: int = 0
+    _read: list[tuple[tuple[int, int], tuple[str, ...]]] = field(default_factory=list)
+    _ranks: dict[str, tuple[int, int]] | None = None  # id -> (pass, page), made at a first repeat
     _rows: int = 0
     _totals: set[int] = field(default_factory=set)
     _contents: dict[tuple[str, ...], int] = field(default_factory=dict)
 
-    def start_pass(self) -> None:
-        """Begin reading one query's pages."""
+    def start_pass(self, index: int = 0) -> None:
+        """Begin reading one query's pages (the ``index``-th query of the poll)."""
+        self._pass = index
         self._ids = set() if self.viewers else None
         self._rows, self._totals, self._contents = 0, set(), {}
 
@@ -149,7 +176,8 @@ class Tally:
 
         Raises ``StormSchemaError`` if it holds exactly the rows of another page of the pass
         (the server ignores ``page``, or serves one page in place of another), unless its own
-        totals put it past the end (a server may answer there with the last page again).
+        totals put it past the end (a server may answer there with the last page again), or
+        if it lists one id twice. A viewer already read keeps the record of the later page.
         """
         self.pages += 1
         self._rows += len(page.viewers)
@@ -165,11 +193,33 @@ class Tally:
                 first, second = sorted((other, number))
                 raise StormSchemaError(
                     f"pages {first} and {second} held the same {len(contents)} viewers"
-                    " (does the server ignore the page parameter?)"
+                    " (does the server ignore the page parameter?)",
+                    kind="paging",
                 )
-        viewers, seen = self.viewers, self._ids
+        rows = dict(zip(ids, page.viewers, strict=True))
+        if len(rows) < len(ids):
+            twice = next(vid for vid, n in Counter(ids).items() if n > 1)
+            raise StormSchemaError(
+                f"page {number} lists viewer {twice[:64]!r} twice", kind="viewer_id"
+            )
+        viewers, seen, ranks = self.viewers, self._ids, self._ranks
         before = len(viewers)
-        viewers.update(zip(ids, page.viewers, strict=True))
+        rank = (self._pass, number)
+        if viewers.keys().isdisjoint(rows):
+            viewers.update(rows)
+            if ranks is None:
+                self._read.append((rank, contents))
+            else:
+                ranks.update(zip(contents, repeat(rank)))
+        else:  # read before (drift): the later page's record wins
+            if ranks is None:  # the first repeat of the poll: where each id was read
+                ranks = self._ranks = {}
+                for earlier, read in self._read:
+                    ranks.update(zip(read, repeat(earlier)))
+                self._read = []
+            rows = {vid: v for vid, v in rows.items() if vid not in viewers or ranks[vid] < rank}
+            viewers.update(rows)
+            ranks.update(zip(rows, repeat(rank)))
         self.duplicates += len(page.viewers) - (len(viewers) - before)
         if seen is None:  # the first pass: its viewers are all of them so far
             return len(viewers) - before
@@ -191,5 +241,6 @@ class Tally:
             repeats = self._rows - held
             raise StormSchemaError(
                 f"the server reported {total} viewers but its pages held {held}"
-                + (f" (and {repeats} repeats)" if repeats else "")
+                + (f" (and {repeats} repeats)" if repeats else ""),
+                kind="paging",
             )

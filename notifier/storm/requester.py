@@ -5,6 +5,11 @@ configured headers and a Bearer token; a rejected token gets one fresh login, th
 A retryable failure is retried with backoff until the deadline; ``Retry-After`` pauses every
 request of the cluster (for ``MAX_RETRY_AFTER`` at most); ``budget`` cuts a whole operation at
 ``poll_budget`` and, when the time went on a failing request, says which one.
+
+A body is read as it arrives and never past ``max_page_bytes``: a server that sends 200 MB (or
+says it will, in ``Content-Length``) gets a ``too_large`` error, not a 200 MB buffer. Every
+error carries its ``kind`` (``notifier.errors.STORM_ERROR_KINDS``): a request that kept timing
+out is ``timeout``, one that kept failing otherwise is the kind of its last failure.
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ class Requester:
         self._paused_until = 0.0
         self._requests = 0
         self._failing: tuple[str, str, int] | None = None  # the latest request being retried
+        self._failing_kind = "unavailable"  # the kind of its last failure
 
     @property
     def requests(self) -> int:
@@ -121,10 +127,11 @@ class Requester:
         return self._auth.logins if isinstance(self._auth, LoginAuth) else 0
 
     @property
-    def failing(self) -> tuple[str, str, int] | None:
+    def failing(self) -> tuple[str, str, int, str] | None:
         """The latest request of the operation under way that failed and is being retried:
-        (what, reason, failed attempts); None once it succeeded, or if none failed."""
-        return self._failing
+        (what, reason, failed attempts, the kind of its last failure); None once it succeeded,
+        or if none failed."""
+        return None if self._failing is None else (*self._failing, self._failing_kind)
 
     async def aclose(self) -> None:
         """Log out if logged in (best effort)."""
@@ -141,10 +148,10 @@ class Requester:
             if not timeout.expired():
                 raise
             if self._failing is not None:  # the time went on a failing request: say which
-                raise self._gave_up(*self._failing) from None
+                raise self._gave_up(*self._failing, self._failing_kind) from None
             budget = format_duration(self._settings.poll_budget)
             raise StormUnavailable(
-                f"{what} did not finish within the poll budget ({budget})"
+                f"{what} did not finish within the poll budget ({budget})", kind="budget"
             ) from None
 
     async def retrying(
@@ -166,13 +173,19 @@ class Requester:
             await self._wait_for_pause(deadline, what)
             try:
                 result = await attempt()
-            except StormSchemaError:
+            except StormSchemaError as exc:
                 schema_failures += 1
                 if not schema_attempts or schema_failures >= SCHEMA_ATTEMPTS:
                     raise
                 reason, retry_after = "the body did not have the documented shape", None
+                kind = exc.kind
             except RetryableFailure as failure:
                 reason, retry_after = failure.reason, self._capped(failure.retry_after, what)
+                kind = failure.kind
+            except StormUnavailable as exc:
+                if exc.kind == "too_large":  # raised where ``what`` is not known
+                    raise StormUnavailable(f"{what}: {exc}", kind=exc.kind) from None
+                raise
             else:
                 if failures and self._failing is not None and self._failing[0] == what:
                     self._failing = None
@@ -184,9 +197,9 @@ class Requester:
             now = self._clock()
             if retry_after is not None:
                 self._paused_until = max(self._paused_until, now + retry_after)
-            self._failing = (what, reason, failures)
+            self._failing, self._failing_kind = (what, reason, failures), kind
             if now + delay > deadline:
-                raise self._gave_up(what, reason, failures)
+                raise self._gave_up(what, reason, failures, kind)
             self._log.info(
                 "storm.request_retry",
                 what=what,
@@ -230,10 +243,11 @@ class Requester:
 
     # --- retry bookkeeping ----------------------------------------------------------------------
 
-    def _gave_up(self, what: str, reason: str, failures: int) -> StormUnavailable:
+    def _gave_up(self, what: str, reason: str, failures: int, kind: str) -> StormUnavailable:
         budget = format_duration(self._settings.poll_budget)
         return StormUnavailable(
-            f"{what}: {reason} (gave up after {failures} attempts; poll budget {budget})"
+            f"{what}: {reason} (gave up after {failures} attempts; poll budget {budget})",
+            kind=kind,
         )
 
     def _capped(self, retry_after: float | None, what: str) -> float | None:
@@ -286,10 +300,34 @@ class Requester:
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
             ) as response:
-                body = await response.read()
+                body = await self._read(response)
                 return response.status, response.headers, body
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableFailure(transport_reason(exc, timeout)) from None
+            kind = "timeout" if isinstance(exc, TimeoutError) else "unavailable"
+            raise RetryableFailure(transport_reason(exc, timeout), kind=kind) from None
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, read as it arrives; ``too_large`` past ``max_page_bytes`` (module doc)."""
+        limit = self._settings.max_page_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            response.close()
+            raise StormUnavailable(
+                f"the answer declares {declared} bytes, over max_page_bytes ({limit}): not read",
+                kind="too_large",
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                response.close()  # the rest is never read; the connection is not reused
+                raise StormUnavailable(
+                    f"the answer ran past max_page_bytes ({limit} bytes): stopped reading",
+                    kind="too_large",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _post_login(self) -> LoginResponse:
         auth = self._settings.auth

@@ -74,6 +74,12 @@ class ClusterSettings(Frozen):
     poll_budget: PositiveSeconds = Field(
         default=30.0, description="time a poll may spend, retries included, before it is given up"
     )
+    max_page_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="bytes one answer may hold (64 MiB); a larger one is not read and the poll"
+        " is incomplete (too_large)",
+    )
     verify_tls: bool = Field(
         default=True, description="verify the server's certificate; false only for test clusters"
     )
