@@ -3,6 +3,11 @@
 ``P:{C}:lease`` holds ``owner:token`` with a TTL; ``token`` comes from ``INCR P:{C}:fence`` at
 every new acquisition, so a poller that lost the lease (paused, partitioned) holds a value no
 longer in Redis, and the commit script rejects its writes.
+
+A lease that ran out while nobody took it (Redis paused or restarted from its AOF, a renewal
+that could not reach it) is taken back with the same token: the fence has not moved, so no
+other holder can have written in between, and what the holder computed meanwhile (a poller's
+polls buffered through a Redis outage) is still its to write.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ if current and string.sub(current, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':'
   return current
 end
 if current then return false end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then
+  current = ARGV[1] .. ':' .. ARGV[3]
+  redis.call('SET', KEYS[1], current, 'PX', ARGV[2])
+  return current
+end
 local value = ARGV[1] .. ':' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return value
@@ -31,7 +41,7 @@ return value
 
 _ACQUIRE_GUARDED = (
     """
-if redis.call('GET', KEYS[3]) ~= ARGV[3] then
+if redis.call('GET', KEYS[3]) ~= ARGV[4] then
   local current = redis.call('GET', KEYS[1])
   if current and string.sub(current, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then
     redis.call('DEL', KEYS[1])
@@ -94,7 +104,8 @@ class Lease:
     async def acquire(self) -> bool:
         """Take the lease if it is free, or extend it if it is ours; False if another holds it."""
         keys = [self._key, self._fence]
-        args: list[str | int] = [self._owner, self._ttl_ms]
+        token = self.value.rsplit(":", 1)[1] if self.value is not None else ""
+        args: list[str | int] = [self._owner, self._ttl_ms, token]
         if self._guard is not None:
             keys.append(self._guard[0])
             args.append(self._guard[1])

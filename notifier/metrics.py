@@ -85,6 +85,25 @@ class Metrics:
             buckets=_POLL_BUCKETS,
             registry=r,
         )
+        self.backlog_polls = Gauge(
+            "notifier_poll_backlog",
+            "Polls detected and not written yet: Redis is unavailable (detection.redis_outage)",
+            ["cluster"],
+            registry=r,
+        )
+        self.backlog_events = Gauge(
+            "notifier_poll_backlog_events",
+            "Events of the polls waiting to be written (notifier_poll_backlog)",
+            ["cluster"],
+            registry=r,
+        )
+        self.backlog_dropped = Counter(
+            "notifier_poll_backlog_dropped_events",
+            "Events detected during a Redis outage and dropped: a bound passed, or another"
+            " replica took the lease",
+            ["cluster"],
+            registry=r,
+        )
         self.viewers = Gauge(
             "notifier_viewers",
             "Viewers tracked after the last committed poll",

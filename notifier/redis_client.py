@@ -75,12 +75,14 @@ class RedisSettings(Frozen):
 
 
 def connect_redis(
-    settings: RedisSettings, *, connect_timeout: float = 5.0, timeout: float = 30.0
+    settings: RedisSettings, *, connect_timeout: float = 5.0, timeout: float = 5.0
 ) -> AnyRedis:
     """A client for ``settings.url``; nothing is sent until the first command.
 
-    ``timeout`` bounds one reply: the first commit of a large audience (100k connected events
-    in one script) takes seconds, and a timeout shorter than that would never let it finish.
+    ``timeout`` bounds one reply. No command of this package is meant to take long (a commit
+    goes in chunks of ``detection.commit_chunk`` writes, a blocking read waits a second), so
+    a Redis that does not answer within it (paused, or its host gone) counts as unavailable,
+    and the poller goes on detecting (``detect.backlog``) instead of waiting on it.
     """
     url = settings.url.get_secret_value()
     tls: dict[str, Any] = {}

@@ -214,6 +214,7 @@ class Service:
                     keys,
                     maxlen=settings.streams.maxlen,
                     chunk_ops=settings.detection.commit_chunk,
+                    lease_ttl=settings.detection.leader_lease,
                 ),
                 lease=Lease(
                     redis, keys.lease, keys.fence, self.owner, ttl=settings.detection.leader_lease
@@ -289,7 +290,12 @@ class Service:
 
     async def _start_endpoint(self, stack: AsyncExitStack, redis: AnyRedis) -> None:
         endpoint = Endpoint(
-            self.settings, redis, self.metrics, self.sinks, polling=self.role in ("all", "poller")
+            self.settings,
+            redis,
+            self.metrics,
+            self.sinks,
+            polling=self.role in ("all", "poller"),
+            pollers=self.pollers,
         )
         try:
             await endpoint.start()

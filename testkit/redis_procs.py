@@ -1,4 +1,5 @@
-"""Real redis-server processes for tests: one server, or a cluster of three masters.
+"""Real redis-server processes for tests: one server, or a cluster of three masters (with
+replicas if asked).
 
 Every process binds 127.0.0.1 on a port picked here (never the shared Redis on 6379), keeps
 its data, log and output under a directory the caller owns (a pytest ``tmp_path``), and is
@@ -123,10 +124,14 @@ class RedisServer:
         *,
         port: int | None = None,
         appendonly: bool = False,
+        appendfsync: str = "everysec",
         cluster: bool = False,
     ) -> None:
+        """``appendfsync``: with ``appendonly``, when the AOF is fsynced (``always``: before
+        every reply, so a SIGKILL loses nothing Redis acknowledged)."""
         self.directory = directory
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.cluster = cluster
         self._port_chosen_by_caller = port is not None
         self._started_once = False
@@ -173,7 +178,9 @@ class RedisServer:
             "--appendonly",
             "yes" if self.appendonly else "no",
         ]
-        if not self.appendonly:
+        if self.appendonly:
+            argv += ["--appendfsync", self.appendfsync]
+        else:
             argv += ["--save", ""]
         if self.cluster:
             argv += [
@@ -217,6 +224,16 @@ class RedisServer:
     def kill(self) -> None:
         """SIGKILL and wait: a crash, nothing is flushed on the way out; idempotent."""
         self._end(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server neither answers nor refuses until ``resume()``."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stop if running, then start on the same port with the same data directory."""
@@ -305,11 +322,13 @@ class RedisServer:
 
 
 class RedisCluster3:
-    """Three masters (cluster-enabled, no replicas) formed with `redis-cli --cluster create`."""
+    """Three masters formed with `redis-cli --cluster create`, with ``replicas`` replicas each
+    (none by default)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, replicas: int = 0) -> None:
         self.directory = directory
-        self.nodes: list[RedisServer] = self._three_nodes(directory)
+        self.replicas = replicas
+        self.nodes: list[RedisServer] = self._nodes(directory, 3 * (1 + replicas))
 
     @property
     def url(self) -> str:
@@ -362,19 +381,38 @@ class RedisCluster3:
         ports = ",".join(str(node.port) for node in self.nodes)
         return f"<RedisCluster3 {HOST}:{ports}>"
 
+    def _replicated(self) -> bool:
+        """Every master has its replicas in the slot map (they appear once they follow it)."""
+        if not self.replicas:
+            return True
+        with _probe_client(self.nodes[0].port) as client:
+            shards = client.execute_command("CLUSTER", "SLOTS")
+        return all(len(shard) - 3 >= self.replicas for shard in shards)
+
+    def node_serving(self, key: str) -> tuple[RedisServer, list[RedisServer]]:
+        """The master serving ``key``'s slot now, and its replicas."""
+        with _probe_client(self.nodes[0].port) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            shards = client.execute_command("CLUSTER", "SLOTS")
+        by_port = {node.port: node for node in self.nodes}
+        for start, end, master, *replicas in shards:
+            if int(start) <= slot <= int(end):
+                return by_port[int(master[1])], [by_port[int(r[1])] for r in replicas]
+        raise RedisProcessError(f"no node serves slot {slot} of {key!r}")
+
     @staticmethod
-    def _three_nodes(directory: Path) -> list[RedisServer]:
-        """Three nodes whose six ports (client and bus) are all different."""
+    def _nodes(directory: Path, count: int) -> list[RedisServer]:
+        """``count`` nodes whose ports (client and bus) are all different."""
         while True:
-            nodes = [RedisServer(directory / f"node-{i}", cluster=True) for i in range(3)]
+            nodes = [RedisServer(directory / f"node-{i}", cluster=True) for i in range(count)]
             ports = {port for node in nodes for port in (node.port, node.port + CLUSTER_BUS_OFFSET)}
-            if len(ports) == 6:
+            if len(ports) == 2 * count:
                 return nodes
 
     def _create(self) -> None:
         addresses = [f"{host}:{port}" for host, port in self.startup_nodes]
         argv = [_binary("redis-cli"), "--cluster", "create", *addresses]
-        argv += ["--cluster-replicas", "0", "--cluster-yes"]
+        argv += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         try:
             result = subprocess.run(
                 argv,
@@ -398,7 +436,7 @@ class RedisCluster3:
         while True:
             for node in self.nodes:
                 last[node.port] = _cluster_info(node.port)
-            if all(_is_ok(info) for info in last.values()):
+            if all(_is_ok(info, len(self.nodes)) for info in last.values()) and self._replicated():
                 return
             if time.monotonic() > deadline:
                 report = "\n".join(f"{port}: {info}" for port, info in last.items())
@@ -421,11 +459,11 @@ def _interesting(info: str) -> Iterator[str]:
             yield line.strip()
 
 
-def _is_ok(info: str) -> bool:
+def _is_ok(info: str, nodes: int) -> bool:
     fields = dict(item.split(":", 1) for item in info.split())
     return (
         fields.get("cluster_state") == "ok"
         and fields.get("cluster_slots_assigned") == str(CLUSTER_SLOTS)
         and fields.get("cluster_slots_ok") == str(CLUSTER_SLOTS)
-        and fields.get("cluster_known_nodes") == "3"
+        and fields.get("cluster_known_nodes") == str(nodes)
     )

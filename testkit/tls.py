@@ -15,7 +15,7 @@ import shutil
 import ssl
 import subprocess
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from testkit.redis_procs import HOST, RedisServer, free_port
 
@@ -95,7 +95,7 @@ class TlsRedisServer(RedisServer):
     """A redis-server that also serves TLS on ``tls_port`` (no client certificates asked)."""
 
     def __init__(
-        self, directory: Path, tls: TlsFiles, *, users: Sequence[AclUser] = (), **kwargs: bool
+        self, directory: Path, tls: TlsFiles, *, users: Sequence[AclUser] = (), **kwargs: Any
     ) -> None:
         super().__init__(directory, **kwargs)
         self.tls = tls

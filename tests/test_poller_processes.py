@@ -1,4 +1,5 @@
-"""`notifier run --role poller` as real processes: SIGKILL, replicas, a Redis outage, a Cluster."""
+"""`notifier run --role poller` as real processes: SIGKILL, replicas, a paused leader (Redis
+faults: tests/test_redis_faults.py)."""
 
 from __future__ import annotations
 
@@ -298,26 +299,3 @@ async def test_a_paused_leader_is_fenced_when_it_wakes(
         await verify(sim, redis)
     log = (tmp_path / "run.log").read_text()
     assert "poller.following" in log
-
-
-@pytest.mark.timeout(150)
-async def test_the_poller_rides_out_a_redis_outage(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
-) -> None:
-    """Redis stopped for 30 s and started again with its data: the poller carries on by itself."""
-    async with lockstep(SIM, faults(), redis_server.url, KEYS) as sim:
-        config = write_config(tmp_path, sim.url, redis_server.url)
-        async with services(config, tmp_path / "run.log") as (service,):
-            before = await wait_for_polls(sim, 5)
-            redis_server.stop()
-            await asyncio.sleep(30)  # the outage itself, as the issue sets it
-            redis_server.restart()
-            await wait_for_polls(sim, before + 5, timeout=60)
-            assert await service.stop() == 0
-        await verify(sim, redis)
-    log = (tmp_path / "run.log").read_text()
-    # One line when Redis goes away, one when it is back (a restarting Redis may refuse a
-    # command or two while it loads its data: that is another, shorter, outage).
-    outages = log.count("poller.redis_unavailable")
-    assert 1 <= outages <= 3
-    assert log.count("poller.redis_recovered") == outages

@@ -60,6 +60,10 @@ class PollEvents(Sequence[EncodedEvent]):
     def __iter__(self) -> Iterator[EncodedEvent]:
         return (self._encode(i) for i in range(len(self._emissions)))
 
+    def types(self) -> Iterator[str]:
+        """The events' types, in order (nothing is encoded)."""
+        return (emission.type for emission in self._emissions)
+
     def _encode(self, index: int) -> EncodedEvent:
         emission = self._emissions[index]
         event_id, body = self._envelope.encode_emission(emission, self._after + index + 1)

@@ -40,7 +40,9 @@ class Outages:
     def __init__(self, log: FilteringBoundLogger) -> None:
         self._log = log
         self._storm_ok: bool | None = None  # None: no poll has ended yet
-        self._redis_ok: bool | None = None
+        self._redis_ok: bool | None = None  # as last said in the log
+        self._redis_answers = True  # the last Redis call of the poller or its lease keeper
+        self.holding = False  # polls wait to be written: Redis is back once it takes them
 
     def storm_failing(self, failing: Failing) -> None:
         """A request of the poll in flight is failing: say the outage now if the table says so."""
@@ -60,13 +62,23 @@ class Outages:
         self._storm_ok = ok
 
     def redis(self, *, ok: bool, error: BaseException | None = None) -> None:
-        """A Redis call of the poller succeeded, or failed with ``error``."""
+        """A Redis call of the poller succeeded, or failed with ``error``. While polls wait to
+        be written (``holding``), a call that succeeds (a lease renewal) says nothing yet: Redis
+        counts as recovered once it takes them, which a Redis that refuses writes does not."""
+        self._redis_answers = ok
+        if ok and self.holding:
+            return
         if ok and self._redis_ok is False:
             self._log.info("poller.redis_recovered")
         elif not ok and self._redis_ok is not False:
             reason = redis_reason(error) if error else "unknown"
             self._log.warning("poller.redis_unavailable", error=reason)
         self._redis_ok = ok
+
+    @property
+    def redis_answers(self) -> bool:
+        """The last Redis call of the poller or its lease keeper succeeded."""
+        return self._redis_answers
 
     def _unavailable(self, error: str, *, still: str, reason: str | None = None) -> None:
         self._storm_ok = False

@@ -30,6 +30,7 @@ import structlog
 from notifier._aio import wait_event
 from notifier.detect.absent import MAX_LOOKUPS, AbsentCheck
 from notifier.detect.audiences import Audiences
+from notifier.detect.backlog import Backlog, Unwritten
 from notifier.detect.encoding import PollEvents
 from notifier.detect.leadership import Leadership
 from notifier.detect.outages import Outages
@@ -114,6 +115,15 @@ class Poller:
         self.tracked = 0  # viewers tracked after the last committed poll
         self._log = structlog.get_logger("notifier.poller").bind(cluster=cluster.name)
         self._outages = Outages(self._log)
+        self._backlog = Backlog(
+            detection.redis_outage,
+            cluster=cluster.name,
+            retry_every=detection.leader_lease / 3,
+            metrics=self._metrics,
+            outages=self._outages,
+            log=self._log,
+            clock=clock,
+        )
         self._leader = Leadership(
             lease,
             gate,
@@ -162,6 +172,14 @@ class Poller:
     async def _checkpoint(self) -> None:
         """Write the newest records (a stop or a hand-over); forget the cached state."""
         snapshot, lease = self._snapshot, self._leader.value
+        if self._backlog and lease is not None:
+            try:
+                await self._backlog.write(self._store, lease, self._written)
+            except REDIS_ERRORS as exc:
+                self._outages.redis(ok=False, error=exc)
+        if self._backlog:
+            self._backlog.drop("stopping (or handing over) with Redis unavailable")
+            snapshot = None
         if snapshot is not None and lease is not None and snapshot.tracked:
             try:
                 outcome, generation = await self._store.commit(
@@ -178,7 +196,28 @@ class Poller:
         self._snapshot = None
 
     def _forget_snapshot(self) -> None:
+        """Another replica led in between: nothing held in memory can be trusted."""
+        self._backlog.drop("another replica took the lease")
         self._snapshot = None
+
+    def _hold(self) -> str:
+        """After Redis did not take the polls: "; what waits", or "" if nothing may wait (then
+        the state is read again from Redis)."""
+        held = self._backlog.hold()
+        if held is None:
+            self._snapshot = None
+            return ""
+        return f"; {held}"
+
+    @property
+    def cluster(self) -> str:
+        """The name of the cluster polled."""
+        return self._cluster.name
+
+    @property
+    def backlog(self) -> tuple[int, int]:
+        """(polls, events) detected and not written yet (``backlog``)."""
+        return len(self._backlog), self._backlog.events
 
     async def cycle(self, stop: asyncio.Event | None = None) -> None:
         """One scheduled slot: make sure we lead, then poll, commit and report the cycle.
@@ -252,18 +291,20 @@ class Poller:
         try:
             reason = await self.apply(poll)
         except REDIS_ERRORS as exc:
-            self._snapshot = None  # the commit may or may not have happened: reload next time
             self._outages.redis(ok=False, error=exc)
-            return f"redis: {redis_reason(exc)}"
+            self._backlog.failed()
+            return f"redis: {redis_reason(exc)}{self._hold()}"
         except StateError as exc:
+            self._backlog.drop("state unreadable")
             self._snapshot = None
             self._log.error("poller.state_unreadable", error=str(exc))
             return f"state unreadable: {exc}"
-        self._outages.redis(ok=True)
         return reason
 
     async def apply(self, poll: Poll) -> str | None:
-        """Turn one complete poll into one commit.
+        """Turn one complete poll into one commit, written after any polls still waiting
+        from a Redis outage (``backlog``); the state after it is held at once, so the next
+        poll is detected against it even if Redis does not take this one.
 
         If Redis is not at the generation the poll was computed against (another writer, or
         a commit whose reply was lost), the poll is dropped rather than applied to a state
@@ -295,42 +336,63 @@ class Poller:
             after=snapshot.sequence,
             time_ms=polled_at,
         )  # encoded chunk by chunk while the store writes the chunk before
-        self._phase = "commit"  # from here on, a stop waits for the commit to finish
-        outcome, generation = await self._store.commit(
-            snapshot,
-            detection,
-            events,
-            lease=lease,
-            polled_at=polled_at,
-            streams=audiences.writes if audiences is not None else None,
-            keep_streams=self._keep_streams(snapshot),
-        )
-        self._pace.phase("commit", self._clock() - began)
-        if outcome is not CommitOutcome.COMMITTED:
-            self._snapshot = None  # reload: the poll was not written, or only its first chunks
-            if outcome is CommitOutcome.FENCED:
-                self._metrics.polls.labels(self._cluster.name, "fenced").inc()
-                self._log.error(
-                    "poller.commit_fenced",
-                    events=len(events),
-                    effect="this replica no longer leads the cluster: the poll was not written"
-                    " (or only its first chunks; the replica that leads now carries on from"
-                    " them)",
-                    hint="a poll that outlasts detection.leader_lease, or a paused process",
-                )
-                self._leader.lost("fenced")
-                return "commit fenced: this replica no longer leads the cluster"
-            self._metrics.polls.labels(self._cluster.name, "dropped").inc()
-            self._log.info(
-                "poller.poll_dropped",
-                reason="the state in Redis moved on",
-                generation=generation,
-                expected=snapshot.generation,
+        writes = audiences.writes if audiences is not None else None
+        self._backlog.add(
+            Unwritten(
+                snapshot,
+                detection,
+                events,
+                polled_at,
+                writes,
+                self._keep_streams(snapshot),
+                detected_at=self._clock(),
             )
-            return "poll dropped: the state in Redis moved on"
-        self._snapshot = Snapshot(
+        )
+        self._advance(snapshot, detection, audiences, len(events))
+        self._phase = "commit"  # from here on, a stop waits for the commit to finish
+        if not self._backlog.may_try():
+            return f"redis: unavailable{self._hold()}"
+        outcome, generation = await self._backlog.write(self._store, lease, self._written)
+        self._outages.redis(ok=True)
+        self._pace.phase("commit", self._clock() - began)
+        if outcome is CommitOutcome.COMMITTED:
+            return None
+        self._backlog.drop(outcome.value)
+        self._snapshot = None  # reload: the poll was not written, or only its first chunks
+        if outcome is CommitOutcome.FENCED:
+            self._metrics.polls.labels(self._cluster.name, "fenced").inc()
+            self._log.error(
+                "poller.commit_fenced",
+                events=len(events),
+                effect="this replica no longer leads the cluster: the poll was not written"
+                " (or only its first chunks; the replica that leads now carries on from"
+                " them)",
+                hint="a poll that outlasts detection.leader_lease, or a paused process",
+            )
+            self._leader.lost("fenced")
+            return "commit fenced: this replica no longer leads the cluster"
+        self._metrics.polls.labels(self._cluster.name, "dropped").inc()
+        self._log.info(
+            "poller.poll_dropped",
+            reason="the state in Redis moved on",
             generation=generation,
-            sequence=snapshot.sequence + len(events),
+            expected=snapshot.generation,
+        )
+        return "poll dropped: the state in Redis moved on"
+
+    def _advance(
+        self,
+        snapshot: Snapshot,
+        detection: Detection,
+        audiences: StreamCommit | None,
+        events: int,
+    ) -> None:
+        """Hold the state after a poll, before it is written: the next poll is detected
+        against it (also while Redis is away: ``backlog``)."""
+        streams = len(audiences.writes) if audiences is not None else 0
+        self._snapshot = Snapshot(
+            generation=snapshot.generation + self._store.generations(detection, events, streams),
+            sequence=snapshot.sequence + events,
             epoch=snapshot.epoch,
             tracked=detection.state,
             polls=snapshot.polls + 1,
@@ -347,8 +409,12 @@ class Poller:
                     " applicationId or streamKey count in no stream's audience",
                 )
         self._ages.committed(detection)
+
+    def _written(self, poll: Unwritten, generation: int) -> None:
+        """One poll is in Redis: count it."""
+        detection, events = poll.detection, len(poll.events)
         self.commits += 1
-        self.events += len(events)
+        self.events += events
         self.tracked = len(detection.state)
         self.last_commit = self._clock()
         name = self._cluster.name
@@ -356,16 +422,16 @@ class Poller:
         self._metrics.viewers.labels(name).set(len(detection.state))
         if self._audiences is not None:
             audience_gauges(self._metrics, name, self._audiences.states)
-        for event_type, count in Counter(e.type for e in emissions).items():
+        types = Counter(poll.events.types())
+        for event_type, count in types.items():
             self._metrics.events.labels(name, event_type).inc(count)
         self._log.debug(
             "poller.committed",
             generation=generation,
-            events=len(events),
+            events=events,
             viewers=len(detection.state),
             writes=len(detection.upserts),
         )
-        return None
 
     def _report(self, took: float, reason: str | None, events: int) -> None:
         """Hand the cycle to the status writer (with the state it may sample)."""

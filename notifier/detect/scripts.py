@@ -14,7 +14,9 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 # The generation the chunk was computed against, a re-sent copy of the same chunk, the
-# fencing token.
+# fencing token. A lease that ran out with nobody taking it since (the fence still at the
+# chunk's token: Redis was paused, or restarted from its AOF) is still the writer's: the chunk
+# takes it back for the lease's TTL (ARGV[16]) and goes on.
 _CHECKS = """
 local meta = KEYS[1]
 local generation = tonumber(redis.call('HGET', meta, 'generation') or '0')
@@ -22,7 +24,14 @@ if generation ~= tonumber(ARGV[1]) then
   if redis.call('HGET', meta, 'commit') == ARGV[3] then return {'ok', generation} end
   return {'stale', generation}
 end
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'fenced', generation} end
+local holder = redis.call('GET', KEYS[2])
+if holder ~= ARGV[2] then
+  local token = string.match(ARGV[2], ':(%d+)$')
+  if holder or not token or redis.call('GET', KEYS[6]) ~= token then
+    return {'fenced', generation}
+  end
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[16])
+end
 """
 
 # One HSET of the meta hash per chunk (a poll's first chunk also counts the poll).
@@ -36,10 +45,11 @@ else
 end
 """
 
-# One chunk of a commit. KEYS: meta, lease, viewers, events, streams. ARGV: generation, lease,
-# commit (chunk) id, sequence after it, polled_at ('' for none), maxlen, upserts, deletes,
-# events, stream upserts, stream deletes, audiences ('1': from now on the stream states are
-# kept, '-1': they no longer are, '': as they were), the three entry field names, the data.
+# One chunk of a commit. KEYS: meta, lease, viewers, events, streams, fence. ARGV: generation,
+# lease, commit (chunk) id, sequence after it, polled_at ('' for none), maxlen, upserts,
+# deletes, events, stream upserts, stream deletes, audiences ('1': from now on the stream
+# states are kept, '-1': they no longer are, '': as they were), the three entry field names,
+# the lease's TTL (ms), the data.
 COMMIT = (
     _CHECKS
     + """
@@ -47,7 +57,7 @@ local viewers, events, maxlen = KEYS[3], KEYS[4], ARGV[6]
 local upserts, deletes, count = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local stream_upserts, stream_deletes = tonumber(ARGV[10]), tonumber(ARGV[11])
 local f1, f2, f3 = ARGV[13], ARGV[14], ARGV[15]
-local i = 16
+local i = 17
 if ARGV[12] == '1' then
   redis.call('HSET', meta, 'audiences', 1)
 elseif ARGV[12] == '-1' and redis.call('HDEL', meta, 'audiences') == 1 then

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from notifier._model import Frozen, PositiveSeconds, Seconds
 from notifier.storm.settings import HarnessType
 
-__all__ = ["AudienceSettings", "DetectionSettings", "HealthSettings"]
+__all__ = ["AudienceSettings", "DetectionSettings", "HealthSettings", "OutageSettings"]
 
 _VIEWER_HARNESS_TYPES: tuple[HarnessType, ...] = (
     "STORM_MSE_VIEWER",
@@ -33,6 +33,24 @@ class HealthSettings(Frozen):
         if self.recover_at < self.drop_below:
             raise ValueError("recover_at must be at least drop_below")
         return self
+
+
+class OutageSettings(Frozen):
+    """How much the leader keeps detecting while Redis is unreachable."""
+
+    max_age: PositiveSeconds = Field(
+        default=600.0,
+        description="polls detected while Redis is unreachable wait in memory at most this long"
+        " to be written, in order, when it answers; past it they are dropped (said in a log"
+        " line and a metric) and the state is read again from Redis",
+    )
+    max_events: int = Field(
+        default=100_000,
+        ge=0,
+        le=10_000_000,
+        description="events waiting to be written at most (0: nothing waits; a poll Redis does"
+        " not take is thrown away and detected again from the state in Redis)",
+    )
 
 
 # Not "StreamSettings": that is the unrelated top-level ``streams:`` section (the Redis event
@@ -124,3 +142,4 @@ class DetectionSettings(Frozen):
         " disconnect carries a record at most this old",
     )
     streams: AudienceSettings = AudienceSettings()
+    redis_outage: OutageSettings = OutageSettings()

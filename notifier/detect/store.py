@@ -141,9 +141,18 @@ class StateStore:
     """Loads and commits one cluster's state. Pass in the Redis client."""
 
     def __init__(
-        self, redis: AnyRedis, keys: ClusterKeys, *, maxlen: int, chunk_ops: int = CHUNK_OPS
+        self,
+        redis: AnyRedis,
+        keys: ClusterKeys,
+        *,
+        maxlen: int,
+        chunk_ops: int = CHUNK_OPS,
+        lease_ttl: float = 5.0,
     ) -> None:
+        """``lease_ttl``: the poller lease's TTL in seconds, for a chunk that takes back a
+        lease that ran out with nobody taking it since (``scripts``)."""
         self._redis = redis
+        self._lease_ttl_ms = max(int(lease_ttl * 1000), 1)
         self._keys = keys
         self._maxlen = maxlen
         self._chunk_ops = chunk_ops
@@ -250,6 +259,7 @@ class StateStore:
         streams: Mapping[StreamId, StreamState | None] | None = None,
         keep_streams: KeepStreams | None = None,
         commit_id: str | None = None,
+        resume: bool = False,
     ) -> tuple[CommitOutcome, int]:
         """Commit one poll in chunks (module doc); the outcome and the generation Redis is at.
 
@@ -258,22 +268,38 @@ class StateStore:
         stream events and the ``streams`` writes (None: delete) go in the last chunk.
         ``keep_streams`` says from which chunk on the stream states are kept (``KeepStreams``).
         ``polled_at`` is the poll's start (ms); None for a checkpoint, which counts no poll.
+
+        ``resume``: this commit (same ``commit_id``, same content) was sent before and its
+        outcome is unknown (a Redis outage cut it off): Redis is asked how many of its chunks
+        it applied, and only the rest are sent.
         """
         commit = commit_id or uuid.uuid4().hex  # a re-sent copy is recognised, not stale
         stream_writes = dict(streams or {})
         chunks = _plan(detection, len(events), self._chunk_ops, len(stream_writes))
+        first = 1
+        if resume:
+            await self._redis.script_load(COMMIT)  # a restarted Redis has forgotten it
+            found = _resume_point(await self._read_meta(), snapshot.generation, commit, len(chunks))
+            if found is None:
+                return CommitOutcome.STALE, snapshot.generation
+            first = found
+            if first > len(chunks):
+                return CommitOutcome.COMMITTED, snapshot.generation + len(chunks)
         keys = [
             self._keys.meta,
             self._keys.lease,
             self._keys.viewers,
             self._keys.events,
             self._keys.streams,
+            self._keys.fence,
         ]
         generation, sequence = snapshot.generation, snapshot.sequence
         sender = await self._sender()
         outcome, at = CommitOutcome.COMMITTED, generation
         try:
             for number, chunk in enumerate(chunks, start=1):
+                if number < first:
+                    continue
                 part = events[chunk.start : chunk.end]
                 head = [
                     generation + number - 1,
@@ -298,6 +324,10 @@ class StateStore:
         finally:
             await sender.close()
         return outcome, at
+
+    def generations(self, detection: Detection, events: int, stream_writes: int = 0) -> int:
+        """How far a commit of these writes moves the generation on: one per chunk."""
+        return len(_plan(detection, events, self._chunk_ops, stream_writes))
 
     async def _before_chunk(self, number: int, keys: list[str], args: list[Any]) -> None:
         """Called before chunk ``number`` is sent (the seam where tests let a process die, or
@@ -328,6 +358,7 @@ class StateStore:
             0,
             "",  # audiences: as they were
             *ENTRY_FIELDS,
+            self._lease_ttl_ms,
         ]
         for viewer_id in chunk.upserts:
             args += (viewer_id, encode(upserts[viewer_id]))
@@ -403,6 +434,17 @@ def _plan(
     current.streams = True
     chunks.append(current)
     return chunks
+
+
+def _resume_point(meta: dict[str, str], generation: int, commit: str, chunks: int) -> int | None:
+    """The first chunk of ``commit`` Redis has not applied (``chunks + 1``: all were), going
+    by the id of the last chunk applied; None if Redis moved on without it (stale)."""
+    applied = meta.get("commit", "")
+    if applied == commit:
+        return chunks + 1
+    if applied.startswith(f"{commit}:"):
+        return int(applied[len(commit) + 1 :].split("/")[0]) + 1
+    return 1 if _number(meta, "generation") == generation else None
 
 
 def _number(meta: dict[str, str], field: str) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import structlog
@@ -31,7 +31,7 @@ from notifier.status import StatusUnavailable, problem_lines, read_status, sink_
 from notifier.status.waiting import Waiting
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from notifier.config import Settings
     from notifier.metrics import Metrics
@@ -39,7 +39,19 @@ if TYPE_CHECKING:
     from notifier.sinks.control import SinkControl
     from notifier.status import Status
 
-__all__ = ["Endpoint"]
+__all__ = ["Backlogged", "Endpoint"]
+
+
+class Backlogged(Protocol):
+    """A poller of this process, as readiness sees it."""
+
+    @property
+    def cluster(self) -> str: ...
+
+    @property
+    def backlog(self) -> tuple[int, int]:
+        """(polls, events) detected and not written to Redis yet."""
+        ...
 
 log = structlog.get_logger("notifier.endpoint")
 REDIS_TIMEOUT = 2.0
@@ -54,6 +66,7 @@ class Endpoint:
     metrics: Metrics
     sinks: Mapping[str, SinkControl]
     polling: bool
+    pollers: Sequence[Backlogged] = ()
     _runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -111,7 +124,8 @@ class Endpoint:
     async def problems(self) -> list[str]:
         """Why the service is not ready, one line each (the status model's); empty when it is.
 
-        A sink paused in this process counts even while Redis cannot say so.
+        A sink paused in this process counts even while Redis cannot say so, and so do polls
+        this process detected and Redis has not taken (an outage, or Redis refusing writes).
         """
         try:
             health = await read_status(self.redis, self.settings, detail=False)
@@ -125,6 +139,13 @@ class Endpoint:
             if control.paused is not None
             and (line := sink_problem(name, control.paused)) not in reasons
         ]
+        for poller in self.pollers:
+            polls, events = poller.backlog
+            if polls:
+                reasons.append(
+                    f"cluster {poller.cluster}: {polls} polls ({events} events) detected and"
+                    " not written yet: Redis does not take them"
+                )
         return reasons
 
     async def _metrics(self, _request: web.Request) -> web.Response:
