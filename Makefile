@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?= --duration 60
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench bench-quick clean
+.PHONY: help install demo test lint format bench bench-quick reliability clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ demo: $(STAMP)  ## the whole pipeline with no setup: simulator, embedded Redis, 
 
 test: $(STAMP)  ## run the test suite (real local servers; no external services)
 	$(BIN)/pytest --cov --cov-report=term
+
+reliability: $(STAMP)  ## run the fault tests and write docs/reliability.md from their results (about 5 minutes)
+	$(BIN)/pytest -m reliability -p no:cacheprovider --no-cov -q
+	$(BIN)/python docs/reliability.py
 
 lint: $(STAMP)  ## ruff, formatting and mypy --strict
 	$(BIN)/ruff check .

@@ -4,7 +4,9 @@ A bad answer must end as an incomplete poll that says why three ways: the ``stor
 line (``reason``, ``error``), ``poller.storm_unavailable`` once, and
 ``notifier_poll_incomplete_total{reason}``; and nothing may reach Redis. ``PollerRun`` runs real
 poll cycles (a real ``StormClient`` on a real port, a real redis-server) and keeps all three for
-the test to check. ``MEMORY_PROBE`` is the child process that measures how much memory one poll
+the test to check; ``bad_run`` serves a viewer list from a handler and runs cycles that must
+all end incomplete, and ``page`` is one answer of the documented shape. ``MEMORY_PROBE`` is the
+child process that measures how much memory one poll
 of a huge body costs (a process of its own, so that no earlier test's peak hides the growth).
 """
 
@@ -16,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog.testing
+from aiohttp import web
 
-from notifier.config import DetectionSettings
+from notifier.config import ClusterSettings, DetectionSettings
 from notifier.detect.poller import Poller
 from notifier.detect.store import StateStore
 from notifier.keys import ClusterKeys
@@ -27,13 +30,13 @@ from notifier.storm import Backoff, StormClient, create_session
 from testkit.detection_support import stream_events
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, MutableMapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 
     from redis.asyncio import Redis
 
-    from notifier.config import ClusterSettings
+    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-__all__ = ["KEYS", "MEMORY_PROBE", "PLAIN", "PollerRun", "poller_run"]
+__all__ = ["KEYS", "MEMORY_PROBE", "PLAIN", "PollerRun", "bad_run", "page", "poller_run"]
 
 KEYS = ClusterKeys("t", "sim")
 PLAIN = DetectionSettings.model_validate(
@@ -122,8 +125,44 @@ async def poller_run(
                 await client.aclose()
 
 
+def page(rows: list[Any], **data: Any) -> web.Response:
+    """An answer of the documented shape: ``rows`` in ``$.data.list``, ``data`` beside it."""
+    return web.json_response({"data": {**data, "list": rows}})
+
+
+@asynccontextmanager
+async def viewer_list(viewers: Handler) -> AsyncIterator[str]:
+    """A bare server on 127.0.0.1 answering ``GET /api/cluster/viewers`` with ``viewers``."""
+    app = web.Application()
+    app.router.add_get("/api/cluster/viewers", viewers)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def bad_run(viewers: Handler, redis: Redis, cycles: int = 1, **cluster: Any) -> PollerRun:
+    """``cycles`` poll cycles against a server answering the viewer list with ``viewers``
+    (``cluster``: settings over a token, a 2 s budget and a 1 s timeout); none may write."""
+    async with viewer_list(viewers) as url:
+        data = {"name": "sim", "base_url": url, "auth": {"token": "t"}}
+        settings = ClusterSettings.model_validate(
+            {**data, "poll_budget": "2s", "timeout": "1s", **cluster}
+        )
+        async with poller_run(url, redis, settings=settings) as run:
+            for _ in range(cycles):
+                await run.cycle()
+    assert await run.events() == []
+    assert await run.committed() == 0
+    return run
+
+
 MEMORY_PROBE = r'''
-"""One poll of a 200 MB chunked body from a server in this process; prints the memory growth."""
+"""One poll of a 200 MB chunked body from a server in this process; prints the memory growth
+and how many times the body was served."""
 import asyncio, json, sys
 from aiohttp import web
 from notifier.config import ClusterSettings
@@ -132,6 +171,7 @@ from notifier.storm import StormClient, create_session
 TOTAL = 200 * 1024 * 1024
 CHUNK = b" " * (1024 * 1024)
 sent = [0]
+served = [0]
 
 
 def peak_kib() -> int:
@@ -145,6 +185,7 @@ def peak_kib() -> int:
 async def viewers(request: web.Request) -> web.StreamResponse:
     if request.query.get("search") == "warm":
         return web.json_response({"data": {"list": [{"id": "v_1"}]}})
+    served[0] += 1
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
     await response.prepare(request)
@@ -181,7 +222,7 @@ async def main() -> None:
     await runner.cleanup()
     print(json.dumps({"growth_mib": (after - before) / 1024, "complete": poll.complete,
                       "reason": poll.reason, "error": poll.error, "sent_mib": sent[0] / 2**20,
-                      "limit": settings.max_page_bytes}))
+                      "served": served[0], "limit": settings.max_page_bytes}))
 
 
 asyncio.run(main())

@@ -25,6 +25,11 @@ one, so a test can say how often it tried the fault.
 
 Only requests answered 2xx are recorded in ``received`` (as ``WebhookReceiver`` does); a
 request that met ``Hang`` or ``Reset`` never is.
+
+``delivering`` is the rest of a receiver-fault test: a real ``SinkWorker`` of a webhook sink
+``hooks`` on a real redis-server delivering to the receiver (its reads counted by
+``CountingStream``), and a ``LaneWatch`` of the lane; ``check_arrived`` holds what the
+receiver got to the events published (every one at least once, each viewer's in order).
 """
 
 from __future__ import annotations
@@ -34,17 +39,46 @@ import json
 import socket
 import struct
 from collections import Counter
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from notifier.metrics import Metrics
+from notifier.sinks.control import SinkControl
+from notifier.sinks.stream import SinkStream
+from notifier.sinks.webhook import WebhookSink, WebhookSinkSettings
+from testkit.lane_watch import LaneWatch, lane_watch, settings_for
 from testkit.receivers import Attempt, Received, WebhookReceiver
+from testkit.sink_support import KEYS, SECRET, create_group, running_worker
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
 
-__all__ = ["Fault", "FaultyReceiver", "Hang", "Hold", "Huge", "Reset", "Slow", "Stall", "Status"]
+    from redis.asyncio import Redis
+
+    from notifier.sinks.stream import Entry
+
+__all__ = [
+    "CountingStream",
+    "Fault",
+    "FaultyReceiver",
+    "Hang",
+    "Hold",
+    "Huge",
+    "Reset",
+    "Rig",
+    "Slow",
+    "Stall",
+    "Status",
+    "all_arrived",
+    "arrivals",
+    "check_arrived",
+    "delivering",
+    "sink_config",
+    "steps",
+]
 
 CHUNK = 64 * 1024
 
@@ -244,3 +278,106 @@ def _reset(request: web.Request) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+def steps(count: int, step: str) -> dict[str, list[str]]:
+    """A retry schedule: at once, then ``count - 1`` attempts ``step`` apart (±20% jitter)."""
+    return {"schedule": ["0s"] + [step] * (count - 1)}
+
+
+def sink_config(url: str, **extra: Any) -> dict[str, Any]:
+    """The webhook sink ``hooks`` of the receiver-fault tests."""
+    return {"name": "hooks", "type": "webhook", "url": url, "secret": SECRET, **extra}
+
+
+class CountingStream(SinkStream):
+    """The worker's view of its group, counting how much each read asks for and gets."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, KEYS, "hooks")
+        self.asked: list[int] = []
+        self.got: list[int] = []
+
+    async def read(
+        self, consumer: str, start: str, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        entries = await super().read(consumer, start, count, block_ms)
+        self.asked.append(count)
+        self.got.append(len(entries))
+        return entries
+
+
+@dataclass
+class Rig:
+    """A receiver, a worker delivering to it, and the endpoint that shows the lane."""
+
+    receiver: FaultyReceiver
+    control: SinkControl
+    watch: LaneWatch
+    stream: CountingStream
+
+
+@asynccontextmanager
+async def delivering(
+    redis: Redis,
+    redis_url: str,
+    receiver: FaultyReceiver,
+    *,
+    concurrency: int = 8,
+    backlog: int = 10_000,
+    claim_idle: float = 2.0,
+    control: SinkControl | None = None,
+    **sink: Any,
+) -> AsyncIterator[Rig]:
+    """A worker of the sink ``hooks`` (``sink`` are its settings) delivering to ``receiver``
+    until the block ends, and an endpoint sharing its metrics and control."""
+    config = sink_config(receiver.url, concurrency=concurrency, **sink)
+    settings = WebhookSinkSettings.model_validate(config)
+    metrics = Metrics()
+    control = control or SinkControl("hooks")
+    stream = CountingStream(redis)
+    await create_group(redis, "hooks")
+    async with (
+        lane_watch(settings_for(redis_url, config), redis, metrics, {"hooks": control}) as watch,
+        running_worker(
+            WebhookSink(settings),
+            settings,
+            redis,
+            control=control,
+            concurrency=concurrency,
+            claim_idle=claim_idle,
+            backlog=backlog,
+            metrics=metrics,
+            stream=stream,
+        ),
+    ):
+        yield Rig(receiver, control, watch, stream)
+
+
+def arrivals(receiver: WebhookReceiver) -> list[dict[str, Any]]:
+    """Every event accepted, in arrival order (repeats included)."""
+    return [item.json for item in receiver.received]
+
+
+def all_arrived(receiver: WebhookReceiver, events: list[dict[str, Any]]) -> bool:
+    """Every one of ``events`` has been accepted at least once."""
+    return {e["id"] for e in events} <= {e["id"] for e in arrivals(receiver)}
+
+
+def check_arrived(receiver: WebhookReceiver, events: list[dict[str, Any]]) -> int:
+    """Every event arrived at least once, each viewer's first arrivals in stream order, and
+    nothing that was not published; returns how many arrivals were repeats."""
+    got = arrivals(receiver)
+    ids = [e["id"] for e in got]
+    assert set(ids) == {e["id"] for e in events}
+    first: dict[str, list[int]] = {}
+    seen: set[str] = set()
+    for event in got:
+        if event["id"] not in seen:
+            seen.add(event["id"])
+            first.setdefault(event["subject"], []).append(event["sequence"])
+    published: dict[str, list[int]] = {}
+    for event in events:
+        published.setdefault(event["viewer"], []).append(event["sequence"])
+    assert first == published
+    return len(ids) - len(seen)

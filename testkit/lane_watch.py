@@ -4,7 +4,8 @@
 reads it over HTTP as Prometheus and a person would: ``/metrics`` (``notifier_sink_waiting``
 and friends), ``/api/status`` (the status model) and ``/readyz``. ``Memory`` samples the
 process's resident set while a test runs, to show that a fault does not make it grow.
-``until`` polls a condition with a deadline (the tests never sleep to synchronise).
+``until`` polls a condition with a deadline (the tests never sleep to synchronise), and
+``steady`` waits for a lane the metric and the status agree on, still.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from notifier.metrics import Metrics
     from notifier.sinks.control import SinkControl
 
-__all__ = ["LaneWatch", "Memory", "Seen", "lane_watch", "settings_for", "until"]
+__all__ = ["LaneWatch", "Memory", "Seen", "lane_watch", "settings_for", "steady", "until"]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -177,6 +178,21 @@ async def until(
             return time.monotonic() - started
         assert time.monotonic() - started < timeout, f"not within {timeout}s: {what}"
         await asyncio.sleep(0.01)  # the pace of the checks, not a synchronisation
+
+
+async def steady(watch: LaneWatch, want: Callable[[Seen], bool], what: str) -> Seen:
+    """The lane once the metric and the status agree, twice in a row, on a look that ``want``
+    accepts (the lane is still: a fault holds it)."""
+    last: list[Seen] = []
+
+    async def check() -> bool:
+        seen = await watch.look()
+        still = bool(last) and last[-1] == seen
+        last.append(seen)
+        return still and seen.agrees() is None and want(seen)
+
+    await until(check, what)
+    return last[-1]
 
 
 def _rss() -> int:

@@ -143,17 +143,22 @@ def any_body() -> st.SearchStrategy[Drawn]:
 
 
 class BodyServer:
-    """Serves ``body`` as page 1 of the viewer list (later pages: empty), from a thread."""
+    """Serves ``body`` as page 1 of the viewer list (later pages: empty), from a thread;
+    ``served`` counts the page-1 answers."""
 
     def __init__(self) -> None:
         self.body = b'{"data": {"list": []}}'
+        self.served = 0
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
 
     async def _viewers(self, request: web.Request) -> web.Response:
-        body = self.body if request.query.get("page") == "1" else b'{"data": {"list": []}}'
+        body = b'{"data": {"list": []}}'
+        if request.query.get("page") == "1":
+            self.served += 1
+            body = self.body
         return web.Response(body=body, content_type="application/json")
 
     async def _start(self) -> str:

@@ -1,6 +1,6 @@
 """Shared fixtures: settings builders, a scripted Storm server, a real redis-server, TLS files,
-and the secret guard (``testkit.secrets``: any test whose output or logs hold a configured
-secret fails)."""
+the secret guard (``testkit.secrets``: any test whose output or logs hold a configured
+secret fails) and the fault tests' tally (``testkit.reliability``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from notifier.config import ClusterSettings
 from notifier.storm import Backoff
-from testkit import secrets
+from testkit import reliability, secrets
 from testkit.redis_procs import RedisCluster3, RedisServer
 from testkit.tls import TlsFiles, make_tls_files
 
@@ -26,8 +26,14 @@ if TYPE_CHECKING:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Install the secret guard for the whole suite (every test, no opt-in)."""
+    """Install the secret guard for the whole suite (every test, no opt-in), and the record
+    of the fault tests (``testkit.reliability``)."""
     secrets.install(config)
+    reliability.install(config)
+
+
+tally = reliability.tally
+"""The fault test's tally (``testkit.reliability``)."""
 
 
 FAST_BACKOFF = Backoff(base=0.01, cap=0.05)

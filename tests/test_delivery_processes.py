@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from testkit.redis_procs import RedisServer
+    from testkit.reliability import Tally
     from testkit.slack_api import SlackMessage
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -112,8 +113,15 @@ def first_receipts(receiver: WebhookReceiver) -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="Sink worker killed mid-delivery",
+    injected=(
+        "SIGKILL of notifier run --role sinks while 50 ms deliveries are in flight, then a restart"
+    ),
+    checked="every one of 200 events arrives, in per-viewer order; nothing left pending",
+)
 async def test_a_sink_worker_killed_mid_delivery_loses_nothing(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """SIGKILL while deliveries are in flight; after a restart every event arrives, in order."""
     events = make_events(200, 20, seed=5)
@@ -126,6 +134,7 @@ async def test_a_sink_worker_killed_mid_delivery_loses_nothing(
         try:
             await receiver.wait_for(60)
             worker.kill()
+            tally.tried += 1
             await worker.wait()
             delivered_before = len(receiver.received)
             assert delivered_before < 200
@@ -136,6 +145,7 @@ async def test_a_sink_worker_killed_mid_delivery_loses_nothing(
         finally:
             await reap(worker)
     got = first_receipts(receiver)
+    tally.events = len(got)
     assert sorted(e["id"] for e in got) == sorted(e["id"] for e in events)
     assert by_viewer(got) == by_viewer(events)
     assert await pending(redis, "hooks") == 0
@@ -160,8 +170,19 @@ def slack_app_sink(api_url: str) -> str:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="Slack worker killed mid-incident",
+    injected=(
+        "SIGKILL of the Slack app-mode worker just after a reply in an open incident's thread, "
+        "then a restart"
+    ),
+    checked=(
+        "one incident message only, replied to and resolved in place; every viewer named in its "
+        "thread; nothing pending"
+    ),
+)
 async def test_a_slack_app_worker_killed_mid_incident_keeps_editing_its_one_message(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """SIGKILL while an incident is open (just after a reply in its thread): the restarted
     worker replies in the same thread and resolves the same message; no second one is posted."""
@@ -177,6 +198,7 @@ async def test_a_slack_app_worker_killed_mid_incident_keeps_editing_its_one_mess
                 lambda s: any(s.replies(m.ts) for m in s.top_level()), timeout=60
             )
             worker.kill()  # mid-delivery, maybe: the acknowledgements may not be written yet
+            tally.tried += 1
             await worker.wait()
             (incident,) = slack.top_level()
             rest = [story.drop("v_3", "live-1"), story.recover("v_1", "live-1")]
@@ -385,8 +407,16 @@ async def test_run_all_polls_and_delivers_in_one_process(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="Stop under load",
+    injected="SIGTERM while a slow receiver answers 30 x 503 among 400 events",
+    checked=(
+        "nothing acknowledged that had not arrived; a restart delivers the rest, in per-viewer "
+        "order"
+    ),
+)
 async def test_sigterm_under_load_acknowledges_only_what_was_delivered(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """SIGTERM while a slow, flaky receiver is being fed: every acknowledged event had arrived,
     the rest stays pending, and a restart delivers it."""
@@ -401,6 +431,7 @@ async def test_sigterm_under_load_acknowledges_only_what_was_delivered(
         try:
             await receiver.wait_for(100)
             worker.terminate()  # under load: deliveries in flight, retries waiting
+            tally.tried += 1
             assert await asyncio.wait_for(worker.wait(), 30) == 0
             arrived = {r.json["id"] for r in receiver.received}
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(KEYS.events)  # type: ignore[assignment]
@@ -425,6 +456,7 @@ async def test_sigterm_under_load_acknowledges_only_what_was_delivered(
         finally:
             await reap(worker)
     assert by_viewer(first_receipts(receiver)) == by_viewer(events)
+    tally.events = len(events)
     assert await pending(redis, "hooks") == 0
 
 

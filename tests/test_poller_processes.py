@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from testkit.redis_procs import RedisServer
+    from testkit.reliability import Tally
 
 KEYS = ClusterKeys("notifier", "sim")
 LEASE = 1.0
@@ -127,7 +128,7 @@ def expected_lifecycle(sim: Lockstep, final: int) -> dict[str, list[tuple[str, A
     }
 
 
-async def verify(sim: Lockstep, redis: Redis) -> None:
+async def verify(sim: Lockstep, redis: Redis) -> int:
     """Stream == rules over the states each committed poll saw: nothing lost, nothing twice."""
     final = await sim.polls()
     events = await stream_events(redis, KEYS.events)
@@ -141,6 +142,7 @@ async def verify(sim: Lockstep, redis: Redis) -> None:
                 next(d for k, d in expected[event["subject"]] if k == event["type"])
                 == (event["data"])
             )
+    return len(events)
 
 
 VALID_NEXT = {
@@ -152,7 +154,7 @@ VALID_NEXT = {
 }
 
 
-async def verify_rederived(sim: Lockstep, redis: Redis) -> None:
+async def verify_rederived(sim: Lockstep, redis: Redis) -> int:
     """The stream after polls whose last chunks were lost and re-derived from the next state:
     nothing twice, every session in causal order, none invented, none of three polls or more
     lost, and the viewers still watching at the end are tracked."""
@@ -179,11 +181,23 @@ async def verify_rederived(sim: Lockstep, redis: Redis) -> None:
     last = {record["id"] for record in sim.states[final - 1]}
     ended = {e["subject"] for e in events if e["type"] == "viewer.disconnected"}
     assert {v for v in last if len(seen_in[v]) >= 3} <= connected - ended
+    return len(events)
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.reliability(
+    fault="Poller killed at random moments",
+    injected=(
+        "SIGKILL of notifier run --role poller at a random moment of a random poll, 12 times, "
+        "restarted each time; Storm also answers some 5xx and bad bodies"
+    ),
+    checked=(
+        "the stream is exactly the rules over the states the committed polls saw (a lockstep "
+        "simulator): every event once, in order, with its record"
+    ),
+)
 async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """Twelve SIGKILLs at random moments and restarts: the stream is exactly the ground truth."""
     chaos = random.Random(1234)
@@ -195,11 +209,12 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                 await wait_for_polls(sim, before + chaos.randint(0, 2))
                 await asyncio.sleep(chaos.uniform(0, 0.25))  # the chaos: a random moment
                 await service.kill()
+                tally.tried += 1
         async with services(config, tmp_path / "run.log") as (service,):
             await wait_for_polls(sim, await sim.polls() + 3)
             assert await service.stop() == 0
         assert await sim.polls() >= 10
-        await verify(sim, redis)
+        tally.events = await verify(sim, redis)
 
 
 async def half_committed(redis: Redis) -> bool:
@@ -213,8 +228,18 @@ async def half_committed(redis: Redis) -> bool:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.reliability(
+    fault="Poller killed between the chunks of a commit",
+    injected=(
+        "polls written in chunks of 10; SIGKILL while Redis shows a commit half written, 10 times"
+    ),
+    checked=(
+        "the next leader re-derives what the lost chunks held: no event twice, every session "
+        "causal, none invented, no viewer of 3 polls or more lost"
+    ),
+)
 async def test_sigkill_between_the_chunks_of_a_commit_loses_and_duplicates_nothing(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """Every poll is written in chunks of 10; SIGKILL while one is half written, ten times:
     the next leader's polls emit what the lost chunks held, and the stream is the ground truth."""
@@ -228,6 +253,7 @@ async def test_sigkill_between_the_chunks_of_a_commit_loses_and_duplicates_nothi
                 while time.monotonic() < deadline and not await half_committed(redis):
                     pass  # watch Redis for the moment, then kill
                 await service.kill()
+                tally.tried += 1
             hits += await half_committed(redis)
         async with services(config, tmp_path / "run.log") as (service,):
             await wait_for_polls(sim, await sim.polls() + 3)
@@ -235,7 +261,7 @@ async def test_sigkill_between_the_chunks_of_a_commit_loses_and_duplicates_nothi
             # (not before the stop: a poll counts at its first chunk, so the one just counted
             # may still be half written) A stop finishes the commit in hand.
             assert not await half_committed(redis)
-        await verify_rederived(sim, redis)
+        tally.events = await verify_rederived(sim, redis)
     # A kill did land between chunks (several of the ten in trials; chunks are pipelined, so the
     # moment is short: the stop at a chosen chunk is covered deterministically in
     # test_chunked_commit.py and test_stream_events.py).
@@ -243,8 +269,16 @@ async def test_sigkill_between_the_chunks_of_a_commit_loses_and_duplicates_nothi
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="The leading replica dies",
+    injected="two poller replicas; SIGKILL of the one holding the lease",
+    checked=(
+        "the other leads within 2 lease times; the stream is exactly the ground truth; the "
+        "standby said once whom it stood by for"
+    ),
+)
 async def test_a_replica_takes_over_within_two_lease_times(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """Two replicas: one leads, the other says once that it stands by; SIGKILL the leader and
     the other leads within 2x the lease, losslessly, and the status names it."""
@@ -259,12 +293,13 @@ async def test_a_replica_takes_over_within_two_lease_times(
             other = next(r for r in replicas if r is not leader)
             killed_at = time.monotonic()
             await leader.kill()
+            tally.tried += 1
             while f"-{other.pid}-" not in await holder(redis):
                 assert time.monotonic() - killed_at < 2 * LEASE, "no takeover within 2x lease"
                 await asyncio.sleep(0.01)
             await wait_for_polls(sim, await sim.polls() + 5)
             assert await other.stop() == 0
-        await verify(sim, redis)
+        tally.events = await verify(sim, redis)
     owner = await redis.hget(KEYS.status, "owner")
     assert isinstance(owner, bytes)
     assert f"-{other.pid}-" in owner.decode()
@@ -274,8 +309,16 @@ async def test_a_replica_takes_over_within_two_lease_times(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="The leader freezes past its lease",
+    injected=(
+        "SIGSTOP of the leading replica until the other takes over and commits 4 polls, then "
+        "SIGCONT"
+    ),
+    checked="nothing the woken leader does counts (fenced); the stream is exactly the ground truth",
+)
 async def test_a_paused_leader_is_fenced_when_it_wakes(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """A leader frozen past its lease (SIGSTOP) wakes to a new leader: nothing it does counts."""
     async with lockstep(SIM, faults(), redis_server.url, KEYS) as sim:
@@ -286,6 +329,7 @@ async def test_a_paused_leader_is_fenced_when_it_wakes(
             leader = next(r for r in replicas if f"-{r.pid}-" in leading)
             other = next(r for r in replicas if r is not leader)
             os.kill(leader.pid, signal.SIGSTOP)
+            tally.tried += 1
             try:
                 while f"-{other.pid}-" not in await holder(redis):
                     await asyncio.sleep(0.01)
@@ -296,6 +340,6 @@ async def test_a_paused_leader_is_fenced_when_it_wakes(
             assert f"-{other.pid}-" in await holder(redis)
             for replica in replicas:
                 assert await replica.stop() == 0
-        await verify(sim, redis)
+        tally.events = await verify(sim, redis)
     log = (tmp_path / "run.log").read_text()
     assert "poller.following" in log

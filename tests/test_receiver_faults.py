@@ -7,8 +7,8 @@ Each test checks that every event arrives at least once after the fault ends, in
 order, that none is dropped or dead-lettered, and that what waits is visible meanwhile, the
 same in ``notifier_sink_waiting`` (``/metrics``) and in the status model (``/api/status``),
 both served by a real ``Endpoint``. Each counts how many requests met its fault (the
-receiver's ``hits``) and prints it with its other figures on one line (``pytest -rA`` shows
-it).
+receiver's ``hits``), keeps it in its tally (``docs/reliability.md``) and prints it with its
+other figures on one line (``pytest -rA`` shows it). The rig: ``testkit.faulty_receiver``.
 """
 
 from __future__ import annotations
@@ -16,115 +16,37 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from notifier.metrics import Metrics
 from notifier.sinks.acks import ACK_BATCH
-from notifier.sinks.control import SinkControl
-from notifier.sinks.stream import SinkStream
-from notifier.sinks.webhook import WebhookSink, WebhookSinkSettings
 from notifier.sinks.webhook.sink import ANSWER_LIMIT
 from notifier.sinks.worker import READ_COUNT
-from testkit.faulty_receiver import FaultyReceiver, Hang, Huge, Reset, Slow, Stall, Status
-from testkit.lane_watch import LaneWatch, Memory, Seen, lane_watch, settings_for, until
-from testkit.sink_support import (
-    KEYS,
-    SECRET,
-    create_group,
-    dead_letters,
-    make_events,
-    pending,
-    publish,
-    running_worker,
+from testkit.faulty_receiver import (
+    FaultyReceiver,
+    Hang,
+    Huge,
+    Reset,
+    Slow,
+    Stall,
+    Status,
+    all_arrived,
+    check_arrived,
+    delivering,
+    steps,
 )
+from testkit.lane_watch import Memory, Seen, steady, until
+from testkit.sink_support import KEYS, SECRET, dead_letters, make_events, pending, publish
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from redis.asyncio import Redis
 
-    from notifier.sinks.stream import Entry
-    from testkit.receivers import WebhookReceiver
+    from testkit.reliability import Tally
 
 MB = 1024 * 1024
-
-
-def steps(count: int, step: str) -> dict[str, list[str]]:
-    """A retry schedule: at once, then ``count - 1`` attempts ``step`` apart (±20% jitter)."""
-    return {"schedule": ["0s"] + [step] * (count - 1)}
-
-
-def sink_config(url: str, **extra: Any) -> dict[str, Any]:
-    """The webhook sink ``hooks`` of these tests."""
-    return {"name": "hooks", "type": "webhook", "url": url, "secret": SECRET, **extra}
-
-
-class CountingStream(SinkStream):
-    """The worker's view of its group, counting how much each read asks for and gets."""
-
-    def __init__(self, redis: Redis) -> None:
-        super().__init__(redis, KEYS, "hooks")
-        self.asked: list[int] = []
-        self.got: list[int] = []
-
-    async def read(
-        self, consumer: str, start: str, count: int, block_ms: int | None
-    ) -> list[Entry]:
-        entries = await super().read(consumer, start, count, block_ms)
-        self.asked.append(count)
-        self.got.append(len(entries))
-        return entries
-
-
-@dataclass
-class Rig:
-    """A receiver, a worker delivering to it, and the endpoint that shows the lane."""
-
-    receiver: FaultyReceiver
-    control: SinkControl
-    watch: LaneWatch
-    stream: CountingStream
-
-
-@asynccontextmanager
-async def delivering(
-    redis: Redis,
-    redis_url: str,
-    receiver: FaultyReceiver,
-    *,
-    concurrency: int = 8,
-    backlog: int = 10_000,
-    claim_idle: float = 2.0,
-    control: SinkControl | None = None,
-    **sink: Any,
-) -> AsyncIterator[Rig]:
-    """A worker of the sink ``hooks`` (``sink`` are its settings) delivering to ``receiver``
-    until the block ends, and an endpoint sharing its metrics and control."""
-    config = sink_config(receiver.url, concurrency=concurrency, **sink)
-    settings = WebhookSinkSettings.model_validate(config)
-    metrics = Metrics()
-    control = control or SinkControl("hooks")
-    stream = CountingStream(redis)
-    await create_group(redis, "hooks")
-    async with (
-        lane_watch(settings_for(redis_url, config), redis, metrics, {"hooks": control}) as watch,
-        running_worker(
-            WebhookSink(settings),
-            settings,
-            redis,
-            control=control,
-            concurrency=concurrency,
-            claim_idle=claim_idle,
-            backlog=backlog,
-            metrics=metrics,
-            stream=stream,
-        ),
-    ):
-        yield Rig(receiver, control, watch, stream)
 
 
 def hit(receiver: FaultyReceiver, kind: str, times: int) -> Callable[[], bool]:
@@ -138,34 +60,6 @@ def report(test: str, **figures: object) -> None:
     print(f"{test}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
-def arrivals(receiver: WebhookReceiver) -> list[dict[str, Any]]:
-    """Every event accepted, in arrival order (repeats included)."""
-    return [item.json for item in receiver.received]
-
-
-def all_arrived(receiver: WebhookReceiver, events: list[dict[str, Any]]) -> bool:
-    return {e["id"] for e in events} <= {e["id"] for e in arrivals(receiver)}
-
-
-def check_arrived(receiver: WebhookReceiver, events: list[dict[str, Any]]) -> int:
-    """Every event arrived at least once, each viewer's first arrivals in stream order, and
-    nothing that was not published; returns how many arrivals were repeats."""
-    got = arrivals(receiver)
-    ids = [e["id"] for e in got]
-    assert set(ids) == {e["id"] for e in events}
-    first: dict[str, list[int]] = {}
-    seen: set[str] = set()
-    for event in got:
-        if event["id"] not in seen:
-            seen.add(event["id"])
-            first.setdefault(event["subject"], []).append(event["sequence"])
-    published: dict[str, list[int]] = {}
-    for event in events:
-        published.setdefault(event["viewer"], []).append(event["sequence"])
-    assert first == published
-    return len(ids) - len(seen)
-
-
 async def check_nothing_left(redis: Redis) -> None:
     """Everything acknowledged, no retry state left, nothing dead-lettered."""
     assert await pending(redis, "hooks") == 0
@@ -173,24 +67,20 @@ async def check_nothing_left(redis: Redis) -> None:
     assert await dead_letters(redis) == []
 
 
-async def steady(watch: LaneWatch, want: Callable[[Seen], bool], what: str) -> Seen:
-    """The lane once the metric and the status agree, twice in a row, on a look that ``want``
-    accepts (the lane is still: a fault holds it)."""
-    last: list[Seen] = []
-
-    async def check() -> bool:
-        seen = await watch.look()
-        still = bool(last) and last[-1] == seen
-        last.append(seen)
-        return still and seen.agrees() is None and want(seen)
-
-    await until(check, what)
-    return last[-1]
-
-
 @pytest.mark.timeout(60)
+@pytest.mark.reliability(
+    fault="Webhook receiver never answers",
+    injected=(
+        "the receiver holds every request unanswered until 18 have met the sink's 200 ms "
+        "timeout; 30 events, 6 viewers"
+    ),
+    checked=(
+        "nothing acknowledged meanwhile; metric and status agree: 6 retrying, 24 in hand, the "
+        "timeout as last error; then all arrive, in order"
+    ),
+)
 async def test_a_receiver_that_never_answers_times_out_and_nothing_is_lost(
-    redis: Redis, redis_url: str
+    redis: Redis, redis_url: str, tally: Tally
 ) -> None:
     """(a) Timeouts: the receiver holds every request unanswered (``Hang``) until 18 requests
     have met the sink's 200 ms timeout, three per viewer's first event. Meanwhile nothing is
@@ -216,14 +106,26 @@ async def test_a_receiver_that_never_answers_times_out_and_nothing_is_lost(
             await until(lambda: all_arrived(receiver, events), "every event arrived")
         hits = receiver.hits["hang"]
         report("hang", fault_hits=hits)
+        tally.tried, tally.events = hits, len(events)
         assert hits >= 18
-        check_arrived(receiver, events)
+        tally.duplicated = check_arrived(receiver, events)
         await check_nothing_left(redis)
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.reliability(
+    fault="Webhook receiver resets the connection",
+    injected=(
+        "the receiver reads each request and resets the TCP connection (RST) until 60 have met "
+        "it; 30 events, 6 viewers"
+    ),
+    checked=(
+        "the lane shows the reset as last error, 6 retrying, 24 in hand; then every event "
+        "arrives, in per-viewer order; none dead-lettered"
+    ),
+)
 async def test_a_receiver_that_resets_the_connection_loses_nothing(
-    redis: Redis, redis_url: str
+    redis: Redis, redis_url: str, tally: Tally
 ) -> None:
     """(b) Connection resets: the receiver reads each request and resets the TCP connection
     (RST, no answer) until 60 requests have met it, ten per viewer's head on a schedule of 20 ms
@@ -246,13 +148,27 @@ async def test_a_receiver_that_resets_the_connection_loses_nothing(
             await until(lambda: all_arrived(receiver, events), "every event arrived")
         hits = receiver.hits["reset"]
         report("reset", fault_hits=hits)
+        tally.tried, tally.events = hits, len(events)
         assert hits >= 60
-        check_arrived(receiver, events)
+        tally.duplicated = check_arrived(receiver, events)
         await check_nothing_left(redis)
 
 
 @pytest.mark.timeout(60)
-async def test_minutes_of_5xx_then_recovery_lose_nothing(redis: Redis, redis_url: str) -> None:
+@pytest.mark.reliability(
+    fault="Webhook receiver answers 5xx for a long stretch",
+    injected=(
+        "500, 502, 503, 504 in turn for 2 s against a retry schedule of 100 ms steps (minutes "
+        "of 5xx, scaled down); 40 events"
+    ),
+    checked=(
+        "the lane holds at 8 retrying, 32 in hand, last error HTTP 50x; nothing dead-lettered; "
+        "then all arrive, in per-viewer order"
+    ),
+)
+async def test_minutes_of_5xx_then_recovery_lose_nothing(
+    redis: Redis, redis_url: str, tally: Tally
+) -> None:
     """(c) 5xx for a long stretch, scaled down: minutes of 500/502/503/504 against the default
     schedule (5 s, then 5 min, 30 min... between attempts) become 2 s against a schedule of
     100 ms steps (50 attempts, at least 3.9 s of them with the jitter, so the outage ends before
@@ -279,15 +195,27 @@ async def test_minutes_of_5xx_then_recovery_lose_nothing(redis: Redis, redis_url
             await until(lambda: all_arrived(receiver, events), "every event arrived")
         hits = receiver.hits["status"]
         report("5xx", fault_hits=hits)
+        tally.tried, tally.events = hits, len(events)
         assert hits >= 8 * 10
-        check_arrived(receiver, events)
+        tally.duplicated = check_arrived(receiver, events)
         assert rig.control.dead_lettered == 0
         await check_nothing_left(redis)
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.reliability(
+    fault="Webhook receiver answers 410 Gone",
+    injected=(
+        "the receiver answers 410 to every request, also after a resume (SIGHUP); then it is "
+        "back and the worker restarts"
+    ),
+    checked=(
+        "the sink pauses and says why (control, status, /readyz, metric); all 20 events kept, "
+        "none dead-lettered; all delivered after"
+    ),
+)
 async def test_410_pauses_says_why_and_keeps_every_event_for_the_resume(
-    redis: Redis, redis_url: str
+    redis: Redis, redis_url: str, tally: Tally
 ) -> None:
     """(d) 410 Gone: the sink pauses and says why (the control, the status's sink and lane,
     ``/readyz``, ``notifier_sink_paused``); nothing is dead-lettered or acknowledged: all 20
@@ -327,14 +255,26 @@ async def test_410_pauses_says_why_and_keeps_every_event_for_the_resume(
             await steady(again.watch, lambda s: s.sink_paused is None, "the pause is gone")
         hits = receiver.hits["status"]
         report("410", fault_hits=hits)
+        tally.tried, tally.events = hits, len(events)
         assert hits >= 2
-        check_arrived(receiver, events)
+        tally.duplicated = check_arrived(receiver, events)
         await check_nothing_left(redis)
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.reliability(
+    fault="Webhook receiver slower than the event rate",
+    injected=(
+        "1,500 events at about 700/s; the receiver answers each after 20 ms, two at a time, "
+        "and stalls twice"
+    ),
+    checked=(
+        "the backlog grows in the stream, visible; the worker holds at most its backlog (100); "
+        "memory flat; all arrive once, in order"
+    ),
+)
 async def test_a_receiver_slower_than_the_event_rate_builds_a_visible_bounded_backlog(
-    redis: Redis, redis_url: str
+    redis: Redis, redis_url: str, tally: Tally
 ) -> None:
     """(e) Back-pressure: 1,500 events arrive at about 700/s while the receiver answers each
     after 20 ms, two at a time (at most ~100/s). The backlog grows in the stream, not in the
@@ -371,6 +311,7 @@ async def test_a_receiver_slower_than_the_event_rate_builds_a_visible_bounded_ba
             receiver.fault = None
             await until(lambda: all_arrived(receiver, events), "every event arrived", timeout=60)
         hits = receiver.hits["slow"] + receiver.hits["hold"]
+        tally.tried, tally.events = hits, len(events)
         report(
             "slow",
             fault_hits=hits,
@@ -394,13 +335,22 @@ async def test_a_receiver_slower_than_the_event_rate_builds_a_visible_bounded_ba
         assert max(rig.stream.got) <= backlog
         assert receiver.most_in_flight <= 2
         assert memory.growth < 64 * MB
-        assert check_arrived(receiver, events) == 0
+        tally.duplicated = check_arrived(receiver, events)
+        assert tally.duplicated == 0
         await check_nothing_left(redis)
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.reliability(
+    fault="Webhook receiver answers 2xx with a 50 MB body",
+    injected="every one of 20 requests answered 200 with a 50 MB body",
+    checked=(
+        "each delivered at once, not retried; under 16 MB of each body sent, memory grows "
+        "under 32 MB; all arrive exactly once"
+    ),
+)
 async def test_a_2xx_with_a_huge_body_is_delivered_without_reading_the_body(
-    redis: Redis, redis_url: str
+    redis: Redis, redis_url: str, tally: Tally
 ) -> None:
     """(f) A 2xx with a 50 MB body, for every one of 20 events: each counts as delivered at
     once (no retry), the worker reads only ``ANSWER_LIMIT`` bytes of it and hangs up, so the
@@ -415,6 +365,7 @@ async def test_a_2xx_with_a_huge_body_is_delivered_without_reading_the_body(
             await until(lambda: rig.control.delivered >= 20, "20 delivered")
             await steady(rig.watch, lambda s: s.lane.pending == 0, "all acknowledged")
         hits = receiver.hits["huge"]
+        tally.tried, tally.events = hits, len(events)
         report(
             "huge",
             fault_hits=hits,
@@ -427,12 +378,20 @@ async def test_a_2xx_with_a_huge_body_is_delivered_without_reading_the_body(
         assert max(receiver.body_sent) < 16 * MB  # of 50 MB: what the socket buffers took
         assert memory.growth < 32 * MB
         assert ANSWER_LIMIT < MB
-        assert check_arrived(receiver, events) == 0
+        tally.duplicated = check_arrived(receiver, events)
+        assert tally.duplicated == 0
         await check_nothing_left(redis)
 
 
 @pytest.mark.timeout(60)
-async def test_a_2xx_whose_body_never_comes_is_delivered_once(redis: Redis, redis_url: str) -> None:
+@pytest.mark.reliability(
+    fault="Webhook receiver answers 2xx and never sends the body",
+    injected="every one of 12 requests answered 200 with a Content-Length of 1,000 and no body",
+    checked="each delivered at once, exactly once: 12 delivered, none retried or dead-lettered",
+)
+async def test_a_2xx_whose_body_never_comes_is_delivered_once(
+    redis: Redis, redis_url: str, tally: Tally
+) -> None:
     """(f, the other end of a huge body) A 2xx whose body never comes, for every one of 12
     events: the status is the receiver's answer, so each counts as delivered at once, exactly
     once. (The sink used to wait for the first bytes of the body: each delivery timed out and
@@ -449,7 +408,9 @@ async def test_a_2xx_whose_body_never_comes_is_delivered_once(redis: Redis, redi
             await steady(rig.watch, lambda s: s.lane.pending == 0, "all acknowledged")
         hits = receiver.hits["stall"]
         report("stall", fault_hits=hits)
+        tally.tried, tally.events = hits, len(events)
         assert (rig.control.delivered, rig.control.retried, rig.control.dead_lettered) == (12, 0, 0)
         assert hits == 12
-        assert check_arrived(receiver, events) == 0
+        tally.duplicated = check_arrived(receiver, events)
+        assert tally.duplicated == 0
         await check_nothing_left(redis)

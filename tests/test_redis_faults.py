@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from notifier.redis_client import AnyRedis
+    from testkit.reliability import Tally
 
 KEYS = ClusterKeys(PREFIX, "sim")
 DETECTION = DetectionSettings.model_validate({"leader_lease": LEASE})
@@ -100,7 +101,7 @@ async def more_polls(redis: AnyRedis, count: int, timeout: float = 60) -> int:
     return now
 
 
-async def finish(w: World, windows: list[tuple[float, float]]) -> dict[str, Any]:
+async def finish(w: World, windows: list[tuple[float, float]], tally: Tally) -> dict[str, Any]:
     """After the faults: a few more polls, every event delivered, a clean stop; the stream
     checked against the truth. Returns the figures: events, events detected inside the fault
     windows, outage log lines."""
@@ -115,6 +116,7 @@ async def finish(w: World, windows: list[tuple[float, float]]) -> dict[str, Any]
     assert not log_events(w.log, "poller.backlog_dropped")
     assert not log_events(w.log, "poller.commit_fenced")
     held = log_events(w.log, "poller.holding_polls")
+    tally.events = len(events)
     return {"events": len(events), "during": during, "held": held}
 
 
@@ -124,6 +126,7 @@ def _seconds(text: str) -> float:
 
 async def through(
     w: World,
+    tally: Tally,
     fault: Callable[[], Awaitable[object]],
     heal: Callable[[], Awaitable[object]],
     hold: float,
@@ -132,6 +135,7 @@ async def through(
     /readyz ready again; the wall-clock window of the fault."""
     start = time.time()
     await fault()
+    tally.tried += 1
     try:
         await w.service.until_readiness(w.http, 503)
         await asyncio.sleep(hold)  # the fault's length, as the issue sets it
@@ -149,7 +153,21 @@ def off_loop(call: Callable[[], object]) -> Callable[[], Awaitable[object]]:
 
 
 @pytest.mark.timeout(180)
-async def test_redis_killed_and_restarted_from_its_aof_twice_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.reliability(
+    fault="Redis crashes and restarts from its AOF",
+    injected=(
+        "redis-server SIGKILLed (appendfsync always), 8 s down, restarted from its AOF; twice in "
+        "one run"
+    ),
+    checked=(
+        "the leader polls on through it; the stream is exactly the ground truth of every poll "
+        "(the audience moved on meanwhile); every event delivered at least once; /readyz 503 "
+        "during, 200 after"
+    ),
+)
+async def test_redis_killed_and_restarted_from_its_aof_twice_loses_nothing(
+    tmp_path: Path, tally: Tally
+) -> None:
     """SIGKILL redis-server (``appendfsync always``), 8 s down, restart from the AOF; twice. The
     leader goes on polling, keeps what it detects, and writes it in order when Redis is back."""
     server = RedisServer(tmp_path / "redis", appendonly=True, appendfsync="always")
@@ -158,21 +176,31 @@ async def test_redis_killed_and_restarted_from_its_aof_twice_loses_nothing(tmp_p
             windows = []
             for _ in range(2):
                 await more_polls(w.redis, 5)
-                windows.append(await through(w, off_loop(server.kill), off_loop(server.start), 8))
-            figures = await finish(w, windows)
+                windows.append(
+                    await through(w, tally, off_loop(server.kill), off_loop(server.start), 8)
+                )
+            figures = await finish(w, windows, tally)
     assert figures["during"] > 0, figures  # the outages held events, and none was lost
     assert len(figures["held"]) >= 2  # (a restarted Redis loading its AOF is a short outage too)
 
 
 @pytest.mark.timeout(180)
-async def test_redis_stopped_for_30_seconds_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.reliability(
+    fault="Redis stopped for 30 s",
+    injected="redis-server stopped (SIGTERM), 30 s down, started again with its data",
+    checked=(
+        "as for the crash: exact stream, every event delivered, /readyz 503 then 200; one outage "
+        "line and one recovery line"
+    ),
+)
+async def test_redis_stopped_for_30_seconds_loses_nothing(tmp_path: Path, tally: Tally) -> None:
     """redis-server stopped (SIGTERM: it saves) for 30 s and started again with its data."""
     server = RedisServer(tmp_path / "redis", appendonly=True)
     with server:
         async with world(tmp_path, server.url) as w:
             await more_polls(w.redis, 5)
-            window = await through(w, off_loop(server.stop), off_loop(server.start), 30)
-            figures = await finish(w, [window])
+            window = await through(w, tally, off_loop(server.stop), off_loop(server.start), 30)
+            figures = await finish(w, [window], tally)
     assert figures["during"] > 0, figures
     log = tmp_path / "run.log"
     outages = log_events(log, "poller.redis_unavailable")
@@ -181,20 +209,43 @@ async def test_redis_stopped_for_30_seconds_loses_nothing(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(180)
-async def test_redis_paused_for_15_seconds_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.reliability(
+    fault="Redis hangs (paused 15 s)",
+    injected=(
+        "SIGSTOP of redis-server for 15 s, then SIGCONT: connections stay open and nothing answers"
+    ),
+    checked=(
+        "the leader stops waiting after the 5 s reply timeout and polls on; exact stream, every "
+        "event delivered, /readyz 503 then 200"
+    ),
+)
+async def test_redis_paused_for_15_seconds_loses_nothing(tmp_path: Path, tally: Tally) -> None:
     """SIGSTOP redis-server for 15 s: Redis neither answers nor refuses; the leader stops
     waiting on it after the reply timeout, polls on, and writes it all after SIGCONT."""
     server = RedisServer(tmp_path / "redis")
     with server:
         async with world(tmp_path, server.url) as w:
             await more_polls(w.redis, 5)
-            window = await through(w, off_loop(server.pause), off_loop(server.resume), 15)
-            figures = await finish(w, [window])
+            window = await through(w, tally, off_loop(server.pause), off_loop(server.resume), 15)
+            figures = await finish(w, [window], tally)
     assert figures["during"] > 0, figures
 
 
 @pytest.mark.timeout(180)
-async def test_redis_at_maxmemory_refusing_writes_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.reliability(
+    fault="Redis out of memory (writes refused)",
+    injected=(
+        "CONFIG SET maxmemory 1 with noeviction for 8 s: reads answered, every write refused with"
+        " OOM"
+    ),
+    checked=(
+        "what the polls found waits and is written when the limit goes; exact stream, every event"
+        " delivered, /readyz 503 then 200"
+    ),
+)
+async def test_redis_at_maxmemory_refusing_writes_loses_nothing(
+    tmp_path: Path, tally: Tally
+) -> None:
     """``maxmemory`` 1 byte with ``noeviction``: reads are answered and every write refused
     (OOM) for 8 s; then the limit goes away."""
     server = RedisServer(tmp_path / "redis")
@@ -206,11 +257,12 @@ async def test_redis_at_maxmemory_refusing_writes_loses_nothing(tmp_path: Path) 
                 await admin.config_set("maxmemory-policy", "noeviction")
                 window = await through(
                     w,
+                    tally,
                     lambda: admin.config_set("maxmemory", 1),
                     lambda: admin.config_set("maxmemory", 0),
                     8,
                 )
-                figures = await finish(w, [window])
+                figures = await finish(w, [window], tally)
         finally:
             await admin.aclose()
     assert figures["during"] > 0, figures
@@ -218,7 +270,15 @@ async def test_redis_at_maxmemory_refusing_writes_loses_nothing(tmp_path: Path) 
 
 
 @pytest.mark.timeout(240)
-async def test_a_redis_cluster_master_failover_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.reliability(
+    fault="Redis Cluster master failover",
+    injected=(
+        "CLUSTER FAILOVER on the replica of the master serving the cluster's keys (3 masters + 3 "
+        "replicas), there and back"
+    ),
+    checked="the client follows the new master; exact stream, every event delivered",
+)
+async def test_a_redis_cluster_master_failover_loses_nothing(tmp_path: Path, tally: Tally) -> None:
     """3 masters + 3 replicas; ``CLUSTER FAILOVER`` on the replica of the master serving the
     cluster's keys, twice (there and back): the client follows the new master."""
     with RedisCluster3(tmp_path / "cluster", replicas=1) as nodes:
@@ -229,11 +289,12 @@ async def test_a_redis_cluster_master_failover_loses_nothing(tmp_path: Path) -> 
                 promoted = Redis.from_url(replicas[0].url)
                 try:
                     await promoted.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
+                    tally.tried += 1
                     deadline = time.monotonic() + 30
                     while nodes.node_serving(KEYS.meta)[0] is master:
                         assert time.monotonic() < deadline, "the failover never happened"
                         await asyncio.sleep(0.05)
                 finally:
                     await promoted.aclose()
-            figures = await finish(w, [])
+            figures = await finish(w, [], tally)
     assert figures["events"] > 0

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from notifier.redis_client import AnyRedis
     from testkit.detection_support import Lockstep
     from testkit.redis_procs import RedisCluster3, RedisServer
+    from testkit.reliability import Tally
 
 Streams = dict[str, list[dict[str, Any]]]
 
@@ -140,7 +141,13 @@ async def drain(
 
 
 async def scale_out(
-    tmp_path: Path, redis: AnyRedis, redis_url: str, *, clusters: int, cluster: bool = False
+    tmp_path: Path,
+    redis: AnyRedis,
+    redis_url: str,
+    *,
+    clusters: int,
+    cluster: bool = False,
+    tally: Tally | None = None,
 ) -> None:
     """3 replicas x ``clusters`` clusters x 2 webhook sinks (one of 2 partitions): balanced at
     the start, after a SIGKILL and after a restart; the streams exact, every event delivered."""
@@ -175,6 +182,8 @@ async def scale_out(
         await balanced(fleet, within=15 * LEASE)  # (the start-up of three processes included)
         victim, survivors = fleet[0], fleet[1:]
         await victim.kill()
+        if tally is not None:
+            tally.tried += 1
         await balanced(survivors, within=10 * LEASE)  # its leases ran out, the survivors took them
         newcomer = (await replicas(stack, config, [tmp_path / "replica-3.log"]))[0]
         live = [*survivors, newcomer]
@@ -186,26 +195,41 @@ async def scale_out(
             assert await verify(sim, redis, name) == streams[name]
     for receiver in (plain, split):
         assert_delivered(receiver, streams)  # at least once: a SIGKILL may repeat some
+    if tally is not None:
+        tally.events = sum(len(events) for events in streams.values())
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="A replica of three dies and comes back",
+    injected="3 replicas, 6 clusters, 2 sinks; SIGKILL of one replica, then a restart",
+    checked=(
+        "each replica holds at most its share of the 24 leases before, between and after; every "
+        "stream exact; every event delivered"
+    ),
+)
 async def test_three_replicas_share_six_clusters_and_two_sinks_through_a_kill_and_a_restart(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """3 replicas, 6 clusters, 2 sinks (6 poller and 18 sink leases): at most ceil(L/N) each
     before a SIGKILL, after it and after a restart; streams exact, every event delivered."""
-    await scale_out(tmp_path, redis, redis_server.url, clusters=6)
+    await scale_out(tmp_path, redis, redis_server.url, clusters=6, tally=tally)
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="A replica dies, on a Redis Cluster",
+    injected="the same as above with redis.cluster: true on 3 masters",
+    checked="shares, exact streams and deliveries as above",
+)
 async def test_the_same_scale_out_on_a_three_master_redis_cluster(
-    tmp_path: Path, redis_cluster: RedisCluster3
+    tmp_path: Path, redis_cluster: RedisCluster3, tally: Tally
 ) -> None:
     """The full size (6 clusters, 3 replicas, a SIGKILL, a restart) with redis.cluster: true:
     the leases and heartbeats spread over the masters' slots, the shares still hold."""
     client = RedisCluster.from_url(redis_cluster.url)
     try:
-        await scale_out(tmp_path, client, redis_cluster.url, clusters=6, cluster=True)
+        await scale_out(tmp_path, client, redis_cluster.url, clusters=6, cluster=True, tally=tally)
     finally:
         await client.aclose()
 
@@ -216,8 +240,16 @@ async def layouts(redis: Redis, clusters: Sequence[str]) -> set[bytes | str | No
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="Partitions changed on a running fleet",
+    injected="two replicas restarted one by one from partitions: 1 to 4 while events flow",
+    checked=(
+        "the K=4 replica waits while a K=1 one runs, then 4 partitions deliver; every event once,"
+        " in order"
+    ),
+)
 async def test_a_live_change_of_partitions_on_running_replicas_delivers_every_event_once(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, tally: Tally
 ) -> None:
     """Two replicas restarted one by one from partitions: 1 to 4: the K=4 one waits while a K=1
     one runs; then the 4 partitions deliver; every event once, in order, the layout 4."""
@@ -244,6 +276,7 @@ async def test_a_live_change_of_partitions_on_running_replicas_delivers_every_ev
         await receiver.wait_for(1, timeout=30)
 
         assert await a.stop() == 0  # the rolling change: first a ...
+        tally.tried += 1
         await until(lambda: shared(k1, [b]), timeout=10 * LEASE)  # (else a4 would migrate now)
         (a4,) = await replicas(stack, config_four, [tmp_path / "a4.log"])
 
@@ -257,6 +290,7 @@ async def test_a_live_change_of_partitions_on_running_replicas_delivers_every_ev
 
         assert not a4.logged("sink.leading")  # the flip guard: K=4 stood by beside K=1
         assert await b.stop() == 0  # ... then b
+        tally.tried += 1
         (b4,) = await replicas(stack, config_four, [tmp_path / "b4.log"])
         k4 = lease_keys(names, [four])
 
@@ -269,6 +303,7 @@ async def test_a_live_change_of_partitions_on_running_replicas_delivers_every_ev
         await until(polled(sims, 3), timeout=30)  # events keep flowing through 4 partitions
         await receiver.wait_for(before + 5, timeout=30)
         streams = await drain(sims, redis, [receiver])
+        tally.events = sum(len(events) for events in streams.values())
         assert [await a4.stop(), await b4.stop()] == [0, 0]
         for name, sim in sims.items():
             assert await verify(sim, redis, name) == streams[name]

@@ -14,6 +14,8 @@ from testkit.sink_support import webhook
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from testkit.reliability import Tally
+
 pytest_plugins = ["pytester"]
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,12 +104,26 @@ def test_shows_one_on_purpose():
 
 
 @pytest.mark.shows_secrets  # the inner run's report, echoed here, holds them
-def test_the_guard_fails_the_tests_that_leak_and_only_those(pytester: pytest.Pytester) -> None:
+@pytest.mark.reliability(
+    fault="A test leaks a secret",
+    injected=(
+        "a pytester suite whose tests print, log, write to a log file or read back a configured "
+        "secret"
+    ),
+    checked=(
+        "the suite-wide guard fails exactly the leaking tests, naming the secret's kind, never "
+        "its value"
+    ),
+)
+def test_the_guard_fails_the_tests_that_leak_and_only_those(
+    pytester: pytest.Pytester, tally: Tally
+) -> None:
     """In a suite of its own: stdout, a log record, readouterr and a log file each fail."""
     pytester.makeconftest(GUARDED_CONFTEST)
     pytester.makepyfile(test_leaky=GUARDED_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=6, errors=4)
+    tally.tried = 4  # the four leaking tests of the inner suite (the outcome says so)
     output = result.stdout.str()
     for name in ("prints_a_validated_secret", "logs_a_known_secret", "reads_it_back_itself"):
         assert f"ERROR test_leaky.py::test_{name}" in output

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
     from redis.asyncio import Redis
 
+    from testkit.reliability import Tally
+
 START = 1_770_000_000.0  # the settable clock's wall time at the start of the test
 POPULATION = PopulationSettings(
     seed=11, viewers=60, join_rate=0, leave_rate=0, health_change_rate=0, no_data_rate=0
@@ -133,8 +135,15 @@ async def _polled_at(redis: Redis) -> int:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.reliability(
+    fault="Storm down for 10 minutes",
+    injected="every API request (login and lookups too) answered 503, an HTML 502 or a reset, in "
+    "turn, for 10 minutes of a settable clock; viewers leave and join meanwhile",
+    checked="no viewer still watching is disconnected; who left is disconnected once with the "
+    "last-seen time of the last poll before; who joined and stayed connects once",
+)
 async def test_a_ten_minute_outage_disconnects_only_who_left_with_their_true_last_seen(
-    redis: Redis,
+    redis: Redis, tally: Tally
 ) -> None:
     """4 minutes of polls, 10 minutes of a dead API (503, HTML 502, resets: login and lookups
     too), 2 minutes of polls; 10 viewers leave during the outage, 5 join (3 of them leave
@@ -195,6 +204,7 @@ async def test_a_ten_minute_outage_disconnects_only_who_left_with_their_true_las
             await client.aclose()
 
     events = (await stream_events(redis, KEYS.events))[len(before) :]
+    tally.tried, tally.events = sum(outage.faults.values()), len(events)
     viewers = _by_viewer(events)
     assert set(viewers) == {*leavers, *joiners[3:]}  # no one still watching is touched
     for viewer_id in leavers:
@@ -228,7 +238,16 @@ async def test_a_ten_minute_outage_disconnects_only_who_left_with_their_true_las
 
 
 @pytest.mark.timeout(60)
-async def test_the_lease_outlives_an_outage_of_several_lease_ttls(redis: Redis) -> None:
+@pytest.mark.reliability(
+    fault="Storm down for three lease TTLs",
+    injected="real time: every API request answered 503, an HTML 502 or a reset for 15 polls "
+    "(0.2 s polls, 1 s lease); 5 viewers leave meanwhile",
+    checked="the lease is never lost (one leading line, no fencing); the 5 leavers are "
+    "disconnected with their last-seen time from before the outage",
+)
+async def test_the_lease_outlives_an_outage_of_several_lease_ttls(
+    redis: Redis, tally: Tally
+) -> None:
     """Real time, ``Poller.run``: a 1 s lease, 0.2 s polls, Storm down for 15 polls (3 s, three
     lease TTLs). The lease is never lost, and the return is the same as in the scaled test."""
     detection = DetectionSettings.model_validate(
@@ -287,6 +306,7 @@ async def test_the_lease_outlives_an_outage_of_several_lease_ttls(redis: Redis) 
                     await asyncio.sleep(0.05)
                 stop.set()
                 await running
+    tally.tried, tally.events = sum(outage.faults.values()), len(gone)
     assert sorted(e["subject"] for e in gone) == leavers
     assert {_ms(e["data"]["lastSeenAt"]) for e in gone} == {last_seen}
     told = [line["event"] for line in logs]

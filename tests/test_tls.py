@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from notifier.sinks.base import Outcome
+    from testkit.reliability import Tally
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -83,9 +84,17 @@ async def receiver(tls_files: TlsFiles) -> AsyncIterator[str]:
         yield url
 
 
-async def test_a_webhook_to_an_untrusted_certificate_is_refused_by_default(receiver: str) -> None:
+@pytest.mark.reliability(
+    fault="Receiver with an untrusted certificate",
+    injected="a local HTTPS webhook receiver with a self-signed certificate, verify_tls left on",
+    checked="the delivery is refused with a one-line certificate error; nothing is posted",
+)
+async def test_a_webhook_to_an_untrusted_certificate_is_refused_by_default(
+    receiver: str, tally: Tally
+) -> None:
     """No CA given: a retry whose one-line reason says the certificate failed verification."""
     outcome = await deliver_once(receiver)
+    tally.tried += 1
     assert isinstance(outcome, Retry)
     assert outcome.reason.startswith("certificate verify failed: ")
     assert "\n" not in outcome.reason
@@ -147,9 +156,17 @@ async def poll(url: str, **settings: Any) -> tuple[bool, str | None, int]:
     return result.complete, result.error, len(result.viewers)
 
 
-async def test_storm_with_an_untrusted_certificate_is_an_incomplete_poll(storm: str) -> None:
+@pytest.mark.reliability(
+    fault="Storm with an untrusted certificate",
+    injected="a local HTTPS Storm with a self-signed certificate, verify_tls left on",
+    checked="the poll is incomplete with a certificate error; nothing is detected",
+)
+async def test_storm_with_an_untrusted_certificate_is_an_incomplete_poll(
+    storm: str, tally: Tally
+) -> None:
     """By default the poll is incomplete, and its reason says "certificate verify failed"."""
     complete, error, _ = await poll(storm)
+    tally.tried += 1
     assert not complete
     assert error is not None
     assert "certificate verify failed: " in error
@@ -204,8 +221,16 @@ async def test_rediss_takes_the_ca_from_the_url_query_too(
         await client.aclose()
 
 
+@pytest.mark.reliability(
+    fault="Redis over TLS with a wrong password or an unknown CA",
+    injected=(
+        "rediss:// to a local TLS redis-server with an ACL user: a wrong password, then a CA that"
+        " did not sign it"
+    ),
+    checked="one clear line each, never the password",
+)
 async def test_rediss_wrong_password_or_unknown_ca_is_one_clear_line(
-    tls_redis: TlsRedisServer, tls_files: TlsFiles
+    tls_redis: TlsRedisServer, tls_files: TlsFiles, tally: Tally
 ) -> None:
     """A wrong password and a server the CAs do not vouch for: one line each, no password."""
     wrong = RedisSettings(
@@ -218,6 +243,7 @@ async def test_rediss_wrong_password_or_unknown_ca_is_one_clear_line(
         try:
             with pytest.raises(Exception) as caught:  # noqa: PT011 - the reason is what we check
                 await client.ping()
+            tally.tried += 1
         finally:
             await client.aclose()
         reasons.append(redis_reason(caught.value))

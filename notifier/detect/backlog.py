@@ -122,6 +122,7 @@ class Backlog:
             return None
         overflow = self._overflow()
         if overflow is not None:
+            self._held_since = self._held_since or self._clock()  # (held back: said)
             self.drop(overflow)
             return None
         self._outages.holding = True

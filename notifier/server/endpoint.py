@@ -53,6 +53,7 @@ class Backlogged(Protocol):
         """(polls, events) detected and not written to Redis yet."""
         ...
 
+
 log = structlog.get_logger("notifier.endpoint")
 REDIS_TIMEOUT = 2.0
 
