@@ -99,8 +99,8 @@ class Metrics:
         )
         self.backlog_dropped = Counter(
             "notifier_poll_backlog_dropped_events",
-            "Events detected during a Redis outage and dropped: a bound passed, or another"
-            " replica took the lease",
+            "Events detected during a Redis outage and given up: a bound passed, another"
+            " replica led meanwhile, or a stop came first",
             ["cluster"],
             registry=r,
         )

@@ -224,3 +224,33 @@ async def test_a_commit_cut_off_half_way_resumes_from_the_chunk_redis_lacks(
     )
     assert other == (CommitOutcome.STALE, 0)
     assert await redis.xlen(KEYS.events) == 40
+
+
+async def test_a_poll_detected_while_the_lease_changed_hands_is_not_written(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease ran out and another replica led (and let go) while a poll was detected: the
+    poll was computed from a history Redis no longer holds, so it is not written at all."""
+    settings = detection()
+    async with AsyncExitStack() as stack, every_poll(SIM) as sim:
+        leader, _ = await poller(stack, sim, redis, settings, "a")
+        for _ in range(3):
+            await leader.cycle()
+        length, polls = await redis.xlen(KEYS.events), await redis.hget(KEYS.meta, "polls")
+        absent = leader._absent  # (the moment inside a poll is the point)
+        confirm = absent.confirm
+
+        async def meanwhile(*args: Any) -> Any:
+            await redis.delete(KEYS.lease)
+            other = Lease(redis, KEYS.lease, KEYS.fence, "b", ttl=30)
+            assert await other.acquire()
+            await other.release()
+            assert await leader._leader._lease.acquire()  # a renewal: a new token
+            return await confirm(*args)
+
+        monkeypatch.setattr(absent, "confirm", meanwhile)
+        with structlog.testing.capture_logs():
+            await leader.cycle()
+        assert leader.backlog == (0, 0)
+        assert await redis.xlen(KEYS.events) == length
+        assert await redis.hget(KEYS.meta, "polls") == polls

@@ -30,6 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from notifier.detect.store import CommitOutcome
 
 if TYPE_CHECKING:
@@ -52,12 +54,13 @@ __all__ = ["Backlog", "Unwritten"]
 class Unwritten:
     """One poll's commit: computed, and not (known to be) written yet."""
 
-    before: Snapshot  # the state it was computed against
-    detection: Detection
+    before: Snapshot  # where Redis stood when it was computed (``Snapshot.header``)
+    detection: Detection  # its writes (``Detection.changes``: not the whole state)
     events: PollEvents
     polled_at: int
     streams: Mapping[StreamId, StreamState | None] | None
     keep_streams: KeepStreams
+    viewers: int  # tracked after it
     detected_at: float  # monotonic
     commit_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     sent: bool = False  # a commit of it was sent: Redis may hold some of its chunks
@@ -93,6 +96,7 @@ class Backlog:
         self.events = 0  # events of the polls waiting
         self._held_since: float | None = None  # when polls began to wait for Redis
         self._failed_at = 0.0  # when Redis last failed to take them
+        self._hung = False  # ... by not answering in time (not by refusing)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -102,27 +106,36 @@ class Backlog:
         self._items.append(item)
         self.events += len(item.events)
 
-    def may_try(self) -> bool:
+    def may_try(self, *, stopping: bool = False) -> bool:
         """Whether to try writing now: nothing waits from before, the lease keeper reached
-        Redis since the last failure, or ``retry_every`` went by."""
-        return (
-            len(self._items) <= 1
-            or self._outages.redis_answers
-            or self._clock() - self._failed_at >= self._retry_every
-        )
+        Redis since the last failure, or ``retry_every`` went by since a Redis that refused
+        (one that did not answer in time is left to the lease keeper's renewals, which wait
+        on it in the background: each try would hold the polls up for the reply timeout).
+        ``stopping``: a stop tries only a Redis that answers (it has seconds to finish)."""
+        if len(self._items) <= 1 and not stopping:
+            return True
+        if self._outages.redis_answers:
+            return True
+        waited = self._clock() - self._failed_at >= self._retry_every
+        return waited and not self._hung and not stopping
 
-    def failed(self) -> None:
-        """Redis failed to take the polls (an error, or no answer in time)."""
+    def failed(self, error: BaseException) -> None:
+        """Redis failed to take the polls: it refused, or did not answer in time."""
         self._failed_at = self._clock()
+        self._hung = isinstance(error, TimeoutError | RedisTimeoutError)
 
     def hold(self) -> str | None:
         """Keep what waits, while the bounds allow: the words that say how much waits; None
         if it was dropped (or nothing waited), and the state must be read again."""
         if not self._items:
             return None
+        if self._settings.max_events == 0:  # nothing waits: detected again from Redis
+            self.drop("detection.redis_outage.max_events is 0")
+            return None
         overflow = self._overflow()
         if overflow is not None:
-            self._held_since = self._held_since or self._clock()  # (held back: said)
+            if self._held_since is None:  # (held back, if only for a moment: said)
+                self._held_since = self._clock()
             self.drop(overflow)
             return None
         self._outages.holding = True
@@ -184,6 +197,8 @@ class Backlog:
             )
             if outcome is not CommitOutcome.COMMITTED:
                 return outcome, generation
+            if not self._items or self._items[0] is not item:  # dropped meanwhile (the lease
+                return CommitOutcome.STALE, generation  # changed): what follows is not ours
             self._items.popleft()
             self.events -= len(item.events)
             written(item, generation)
@@ -200,8 +215,6 @@ class Backlog:
 
     def _overflow(self) -> str | None:
         settings = self._settings
-        if settings.max_events == 0:
-            return "detection.redis_outage.max_events is 0"
         if self.events > settings.max_events:
             return f"more than detection.redis_outage.max_events ({settings.max_events}) events"
         age = self._clock() - self._items[0].detected_at

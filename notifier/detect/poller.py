@@ -172,13 +172,18 @@ class Poller:
     async def _checkpoint(self) -> None:
         """Write the newest records (a stop or a hand-over); forget the cached state."""
         snapshot, lease = self._snapshot, self._leader.value
-        if self._backlog and lease is not None:
+        reason = "stopping (or handing over) with Redis unavailable"
+        if self._backlog and lease is not None and self._backlog.may_try(stopping=True):
             try:
-                await self._backlog.write(self._store, lease, self._written)
+                outcome, _ = await self._backlog.write(self._store, lease, self._written)
             except REDIS_ERRORS as exc:
                 self._outages.redis(ok=False, error=exc)
+            else:
+                reason = f"stopping (or handing over): {outcome.value}"
+                if outcome is CommitOutcome.FENCED:
+                    self._leader.lost("fenced")
         if self._backlog:
-            self._backlog.drop("stopping (or handing over) with Redis unavailable")
+            self._backlog.drop(reason)
             snapshot = None
         if snapshot is not None and lease is not None and snapshot.tracked:
             try:
@@ -292,7 +297,7 @@ class Poller:
             reason = await self.apply(poll)
         except REDIS_ERRORS as exc:
             self._outages.redis(ok=False, error=exc)
-            self._backlog.failed()
+            self._backlog.failed(exc)
             return f"redis: {redis_reason(exc)}{self._hold()}"
         except StateError as exc:
             self._backlog.drop("state unreadable")
@@ -314,6 +319,7 @@ class Poller:
         polled_at = int(poll.started_at * 1000)
         began = self._clock()
         self._phase = "lookup"
+        leading = self._leader.value  # a poll is written under the lease it was computed in
         snapshot = self._snapshot or await self._load()
         confirmed, count_misses = await self._absent.confirm(poll.viewers, snapshot.tracked)
         began = self._pace.phase("lookup", self._clock() - began)
@@ -326,6 +332,8 @@ class Poller:
         lease = self._leader.value
         if lease is None:
             return "lease lost before the commit"
+        if lease != leading:  # another replica led meanwhile: the state held is forgotten
+            return "the lease changed during the poll: it is detected again from Redis"
         emissions: list[Emission | StreamEmission] = [*detection.emissions]
         if audiences is not None:
             emissions += audiences.emissions  # a poll's stream events after its viewer events
@@ -339,12 +347,13 @@ class Poller:
         writes = audiences.writes if audiences is not None else None
         self._backlog.add(
             Unwritten(
-                snapshot,
-                detection,
+                snapshot.header(),
+                detection.changes(),
                 events,
                 polled_at,
                 writes,
                 self._keep_streams(snapshot),
+                viewers=len(detection.state),
                 detected_at=self._clock(),
             )
         )
@@ -353,11 +362,12 @@ class Poller:
         if not self._backlog.may_try():
             return f"redis: unavailable{self._hold()}"
         outcome, generation = await self._backlog.write(self._store, lease, self._written)
-        self._outages.redis(ok=True)
         self._pace.phase("commit", self._clock() - began)
         if outcome is CommitOutcome.COMMITTED:
+            self._outages.redis(ok=True)
             return None
         self._backlog.drop(outcome.value)
+        self._outages.redis(ok=True)
         self._snapshot = None  # reload: the poll was not written, or only its first chunks
         if outcome is CommitOutcome.FENCED:
             self._metrics.polls.labels(self._cluster.name, "fenced").inc()
@@ -415,11 +425,11 @@ class Poller:
         detection, events = poll.detection, len(poll.events)
         self.commits += 1
         self.events += events
-        self.tracked = len(detection.state)
+        self.tracked = poll.viewers
         self.last_commit = self._clock()
         name = self._cluster.name
         self._metrics.polls.labels(name, "committed").inc()
-        self._metrics.viewers.labels(name).set(len(detection.state))
+        self._metrics.viewers.labels(name).set(poll.viewers)
         if self._audiences is not None:
             audience_gauges(self._metrics, name, self._audiences.states)
         types = Counter(poll.events.types())
@@ -429,7 +439,7 @@ class Poller:
             "poller.committed",
             generation=generation,
             events=events,
-            viewers=len(detection.state),
+            viewers=poll.viewers,
             writes=len(detection.upserts),
         )
 

@@ -116,6 +116,11 @@ class Detection:
     deletes: list[str]  # entries Redis must remove
     emissions: list[Emission]  # in emission order
 
+    def changes(self) -> Detection:
+        """The writes alone, without the whole state after the poll (what a poll waiting to
+        be written keeps: ``backlog``)."""
+        return Detection({}, self.upserts, self.deletes, self.emissions)
+
 
 def detect(
     tracked: Mapping[str, Track],

@@ -116,6 +116,12 @@ class Snapshot:
     streams: dict[StreamId, StreamState] = field(default_factory=dict)  # live audiences
     audiences: bool = False  # the stream states are kept (``streams`` is the truth)
 
+    def header(self) -> Snapshot:
+        """Where Redis stands, without the tracked state (what a commit needs of it)."""
+        return Snapshot(
+            self.generation, self.sequence, self.epoch, {}, self.polls, {}, self.audiences
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
