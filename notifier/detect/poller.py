@@ -7,8 +7,11 @@
   when the fleet gives the cluster to another replica, saving its newest records first.
 - Tracked viewers missing from a poll are looked up with the batch endpoint before they count
   as missed: offset paging over a live audience can skip a viewer that never left.
-- The state is cached in memory and trusted only while the commit script finds Redis at the
-  same generation; after any doubt (a stale or failed commit) it is reloaded.
+- The state is cached in memory (with the audiences and record ages: ``knowledge``) and
+  trusted only while the commit script finds Redis at the same generation and the lease is
+  the one it was computed under; after a stale or fenced commit it is reloaded.
+- While Redis does not take the commits, polls go on against the state held in memory, and
+  what they detect waits to be written in order (``backlog``: bounded, said once).
 - Redis and Storm outages are logged once when they start and once when they end
   (``outages``); a standby replica says once that it stands by, and whom for.
 - A stop abandons a poll still fetching or detecting (an incomplete poll changes nothing);
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -29,23 +31,21 @@ import structlog
 
 from notifier._aio import wait_event
 from notifier.detect.absent import MAX_LOOKUPS, AbsentCheck
-from notifier.detect.audiences import Audiences
 from notifier.detect.backlog import Backlog, Unwritten
 from notifier.detect.encoding import PollEvents
+from notifier.detect.knowledge import Knowledge
 from notifier.detect.leadership import Leadership
 from notifier.detect.outages import Outages
 from notifier.detect.pace import Pace
-from notifier.detect.refresh import RecordAges
 from notifier.detect.report import audience_gauges
-from notifier.detect.rules import detect
-from notifier.detect.store import Checkpoint, CommitOutcome, KeepStreams, Snapshot
+from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot
 from notifier.errors import StateError
 from notifier.fleet import OPEN
 from notifier.metrics import Metrics
 from notifier.redis_client import REDIS_ERRORS, redis_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from notifier.detect.audiences import StreamCommit
     from notifier.detect.report import StatusWriter
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from notifier.events import Emission, StreamEmission
     from notifier.fleet import Gate
     from notifier.lease import Lease
-    from notifier.storm import Poll, StormClient, Viewer
+    from notifier.storm import Poll, StormClient
     from notifier.storm.settings import ClusterSettings
 
 __all__ = ["MAX_LOOKUPS", "Poller", "next_slot"]
@@ -96,17 +96,12 @@ class Poller:
     ) -> None:
         self._cluster = cluster
         self._detection = detection
-        self._audiences = Audiences(detection.streams) if detection.streams.enabled else None
-        self._said_unplaced = False
         self._client = client
         self._store = store
         self._status = status
         self._clock = clock
         self._wall_clock = wall_clock
         self._snapshot: Snapshot | None = None
-        self._ages = RecordAges(
-            refresh=detection.record_refresh, interval=cluster.poll_interval, wall_clock=wall_clock
-        )
         self._metrics = metrics or Metrics()
         self.last_commit: float | None = None  # monotonic time of the last committed poll
         self._phase = "fetch"  # of the cycle under way
@@ -114,6 +109,7 @@ class Poller:
         self.events = 0
         self.tracked = 0  # viewers tracked after the last committed poll
         self._log = structlog.get_logger("notifier.poller").bind(cluster=cluster.name)
+        self._known = Knowledge(cluster, detection, wall_clock=wall_clock, log=self._log)
         self._outages = Outages(self._log)
         self._backlog = Backlog(
             detection.redis_outage,
@@ -320,13 +316,13 @@ class Poller:
         began = self._clock()
         self._phase = "lookup"
         leading = self._leader.value  # a poll is written under the lease it was computed in
-        snapshot = self._snapshot or await self._load()
+        snapshot = self._snapshot or await self._known.load(self._store)
         confirmed, count_misses = await self._absent.confirm(poll.viewers, snapshot.tracked)
         began = self._pace.phase("lookup", self._clock() - began)
         self._phase = "detect"
         # Pure CPU work, off the event loop: the lease keeper and I/O run meanwhile.
         detection, audiences = await asyncio.to_thread(
-            self._compute, snapshot, poll, confirmed, count_misses, polled_at
+            self._known.compute, snapshot, poll, confirmed, count_misses, polled_at
         )
         began = self._pace.phase("detect", self._clock() - began)
         lease = self._leader.value
@@ -352,7 +348,7 @@ class Poller:
                 events,
                 polled_at,
                 writes,
-                self._keep_streams(snapshot),
+                self._known.keep_streams(snapshot),
                 viewers=len(detection.state),
                 detected_at=self._clock(),
             )
@@ -400,25 +396,8 @@ class Poller:
         """Hold the state after a poll, before it is written: the next poll is detected
         against it (also while Redis is away: ``backlog``)."""
         streams = len(audiences.writes) if audiences is not None else 0
-        self._snapshot = Snapshot(
-            generation=snapshot.generation + self._store.generations(detection, events, streams),
-            sequence=snapshot.sequence + events,
-            epoch=snapshot.epoch,
-            tracked=detection.state,
-            polls=snapshot.polls + 1,
-            audiences=self._audiences is not None,  # (their states: self._audiences)
-        )
-        if self._audiences is not None and audiences is not None:
-            self._audiences.settle(audiences)
-            if self._audiences.unplaced and not self._said_unplaced:
-                self._said_unplaced = True
-                self._log.info(
-                    "poller.viewers_in_no_stream",
-                    viewers=self._audiences.unplaced,
-                    effect="viewers of an audience harness type whose records have no usable"
-                    " applicationId or streamKey count in no stream's audience",
-                )
-        self._ages.committed(detection)
+        generation = snapshot.generation + self._store.generations(detection, events, streams)
+        self._snapshot = self._known.advance(snapshot, detection, audiences, generation, events)
 
     def _written(self, poll: Unwritten, generation: int) -> None:
         """One poll is in Redis: count it."""
@@ -430,8 +409,8 @@ class Poller:
         name = self._cluster.name
         self._metrics.polls.labels(name, "committed").inc()
         self._metrics.viewers.labels(name).set(poll.viewers)
-        if self._audiences is not None:
-            audience_gauges(self._metrics, name, self._audiences.states)
+        if (states := self._known.states) is not None:
+            audience_gauges(self._metrics, name, states)
         types = Counter(poll.events.types())
         for event_type, count in types.items():
             self._metrics.events.labels(name, event_type).inc(count)
@@ -446,48 +425,6 @@ class Poller:
     def _report(self, took: float, reason: str | None, events: int) -> None:
         """Hand the cycle to the status writer (with the state it may sample)."""
         if self._status is not None:
-            states = self._audiences.states if self._audiences is not None else None
+            states = self._known.states
             now = int(self._wall_clock() * 1000)
             self._status.record(now, took, reason, events, snapshot=self._snapshot, states=states)
-
-    def _compute(
-        self,
-        snapshot: Snapshot,
-        poll: Poll,
-        confirmed: Mapping[str, Viewer],
-        count_misses: bool,
-        polled_at: int,
-    ) -> tuple[Detection, StreamCommit | None]:
-        """Detection of one poll, viewers then streams (runs in a worker thread)."""
-        initial = snapshot.polls == 0  # no poll committed yet: the viewers were there before
-        detection = detect(
-            snapshot.tracked,
-            poll.viewers,
-            confirmed=confirmed,
-            count_misses=count_misses,
-            polled_at=polled_at,
-            settings=self._detection,
-            initial=initial,
-        )
-        detection = self._ages.with_refreshed(detection)
-        if self._audiences is None:
-            return detection, None
-        return detection, self._audiences.decide(
-            snapshot.tracked, detection, polled_at=polled_at, initial=initial
-        )
-
-    def _keep_streams(self, snapshot: Snapshot) -> KeepStreams:
-        if self._audiences is None:  # forget the states once, if kept
-            return KeepStreams.OFF if snapshot.audiences else KeepStreams.KEPT
-        if snapshot.polls == 0:
-            return KeepStreams.FIRST
-        return self._audiences.keep
-
-    async def _load(self) -> Snapshot:
-        snapshot = await self._store.load()
-        self._ages.loaded(snapshot.tracked)
-        if self._audiences is not None:
-            now = int(self._wall_clock() * 1000)
-            load = functools.partial(self._audiences.load, kept=snapshot.audiences, now=now)
-            await asyncio.to_thread(load, snapshot.tracked, snapshot.streams)
-        return snapshot
