@@ -235,6 +235,28 @@ class Lockstep:
 
 
 @asynccontextmanager
+async def gated(
+    simulator: Simulator, gate: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+) -> AsyncIterator[str]:
+    """Serve ``simulator`` on 127.0.0.1 with ``gate`` in front of every request; its URL."""
+    app = simulator.app()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await gate(request, handler)
+
+    app.middlewares.insert(0, middleware)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def lockstep(
     settings: SimulatorSettings,
     faults: Faults,
@@ -248,22 +270,11 @@ async def lockstep(
     redis: AnyRedis = RedisCluster.from_url(redis_url) if cluster else Redis.from_url(redis_url)
     stepper = Lockstep(simulator, redis, keys)
     stepper.states.append(simulator.population.records())
-    app = simulator.app()
-
-    @web.middleware
-    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await stepper.gate(request, handler)
-
-    app.middlewares.insert(0, gate)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    stepper.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        yield stepper
+        async with gated(simulator, stepper.gate) as url:
+            stepper.url = url
+            yield stepper
     finally:
-        await runner.cleanup()
         await redis.aclose()
 
 

@@ -31,6 +31,7 @@ from testkit.detection_support import (
     assert_streams_causal,
     assert_well_formed,
     expected_events,
+    gated,
     stream_events,
 )
 from testkit.fleet_support import Replica
@@ -78,22 +79,9 @@ async def every_poll(settings: SimulatorSettings) -> AsyncIterator[EveryPoll]:
     simulator = Simulator(settings, Faults())
     stepper = EveryPoll(simulator)
     stepper.states.append(simulator.population.records())
-    app = simulator.app()
-
-    @web.middleware
-    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await stepper.gate(request, handler)
-
-    app.middlewares.insert(0, gate)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    stepper.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with gated(simulator, stepper.gate) as url:
+        stepper.url = url
         yield stepper
-    finally:
-        await runner.cleanup()
 
 
 async def polls_committed(redis: AnyRedis, keys: ClusterKeys) -> int:
