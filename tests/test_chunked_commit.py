@@ -10,10 +10,11 @@ import pytest
 from redis.asyncio import RedisCluster
 
 from notifier.config import DetectionSettings
+from notifier.detect.chunks import plan
 from notifier.detect.encoding import encode_poll
 from notifier.detect.rules import detect
 from notifier.detect.scripts import COMMIT
-from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot, StateStore, _plan
+from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot, StateStore
 from notifier.errors import StateError
 from notifier.keys import ClusterKeys
 from notifier.lease import Lease
@@ -153,8 +154,8 @@ async def test_a_viewers_events_and_state_are_never_split_between_chunks(redis: 
     snapshot = await dying.load()
     detection, events = poll(snapshot, range(300), score=10, health={"consecutive_polls": 1})
     assert len(events) == 600
-    plan = _plan(detection, len(events), CHUNK)
-    for chunk in plan:
+    chunks = plan(detection, len(events), CHUNK)
+    for chunk in chunks:
         assert 0 < chunk.end - chunk.start + len(chunk.upserts) <= CHUNK
         subjects = {e.viewer_id for e in detection.emissions[chunk.start : chunk.end]}
         assert subjects == set(chunk.upserts)

@@ -7,7 +7,7 @@ event's), ``epoch`` (a UUID that seeds event ids), ``polls``, ``polled_at`` and 
 id of the last script applied).
 
 A poll's writes go in **chunks** of at most ``chunk_ops`` operations (state changes and events),
-one Lua script each (``scripts.COMMIT``), so that Redis is never busy with one for long. Each
+planned by ``chunks``, one Lua script each (``scripts.COMMIT``), so that Redis is never busy with one for long. Each
 chunk is atomic and carries every write of the viewers in it: a viewer's new state (or its
 removal) together with all of its events of this poll. Each one checks the generation it was
 computed against and the leader's fencing token, writes, XADDs, and bumps the generation.
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 from redis.asyncio import RedisCluster
 
+from notifier.detect.chunks import plan
 from notifier.detect.codec import StreamCodec, TrackCodec
 from notifier.detect.scripts import COMMIT, META
 from notifier.detect.senders import OneByOne, Pipelined
@@ -48,6 +49,7 @@ from notifier.events import ENTRY_FIELDS
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from notifier.detect.chunks import Chunk
     from notifier.detect.rules import Detection, Track
     from notifier.detect.senders import Sender
     from notifier.detect.streams import StreamId, StreamState
@@ -130,17 +132,6 @@ class Checkpoint:
     upserts: dict[str, Track]
     deletes: tuple[str, ...] = ()
     emissions: tuple[()] = ()
-
-
-@dataclass(slots=True)
-class _Chunk:
-    """One script's share of a commit: events ``[start, end)`` and the viewers' writes."""
-
-    start: int
-    end: int
-    upserts: list[str]
-    deletes: list[str]
-    streams: bool = False  # the last chunk: it writes the stream states too
 
 
 class StateStore:
@@ -281,7 +272,7 @@ class StateStore:
         """
         commit = commit_id or uuid.uuid4().hex  # a re-sent copy is recognised, not stale
         stream_writes = dict(streams or {})
-        chunks = _plan(detection, len(events), self._chunk_ops, len(stream_writes))
+        chunks = plan(detection, len(events), self._chunk_ops, len(stream_writes))
         first = 1
         if resume:
             await self._redis.script_load(COMMIT)  # a restarted Redis has forgotten it
@@ -333,7 +324,7 @@ class StateStore:
 
     def generations(self, detection: Detection, events: int, stream_writes: int = 0) -> int:
         """How far a commit of these writes moves the generation on: one per chunk."""
-        return len(_plan(detection, events, self._chunk_ops, stream_writes))
+        return len(plan(detection, events, self._chunk_ops, stream_writes))
 
     async def _before_chunk(self, number: int, keys: list[str], args: list[Any]) -> None:
         """Called before chunk ``number`` is sent (the seam where tests let a process die, or
@@ -348,7 +339,7 @@ class StateStore:
         self,
         head: list[Any],
         detection: Detection | Checkpoint,
-        chunk: _Chunk,
+        chunk: Chunk,
         events: Sequence[EncodedEvent],
         synced: int,
     ) -> list[Any]:
@@ -382,64 +373,6 @@ def _add_streams(args: list[Any], writes: Mapping[StreamId, StreamState | None])
     for stream, state in upserts:
         args += StreamCodec.encode(stream, state)
     args += [StreamCodec.name(stream) for stream in deletes]
-
-
-def _plan(
-    detection: Detection | Checkpoint, events: int, limit: int, stream_writes: int = 0
-) -> list[_Chunk]:
-    """The commit in chunks of at most ``limit`` operations (one larger only when one viewer's
-    writes alone exceed it), each holding every write of its viewers: events in stream order,
-    a viewer's state change in the chunk of its events, then the state changes without one;
-    the events after ``detection.emissions`` (the stream events) and the stream writes last."""
-    upserts, deletes = detection.upserts, detection.deletes
-    emissions = detection.emissions
-    viewer_events = len(emissions)
-    if viewer_events > events:
-        raise ValueError(f"{events} events for {viewer_events} emissions")
-    if events + len(upserts) + len(deletes) + stream_writes <= limit:
-        return [_Chunk(0, events, list(upserts), list(deletes), streams=True)]
-    removed = set(deletes)
-    placed: set[str] = set()
-    chunks: list[_Chunk] = []
-    current = _Chunk(0, 0, [], [])
-    ops = 0
-
-    def take(cost: int, start: int) -> None:
-        nonlocal current, ops
-        if ops and ops + cost > limit:
-            chunks.append(current)
-            current, ops = _Chunk(start, start, [], []), 0
-        ops += cost
-
-    index = 0
-    while index < viewer_events:
-        subject = emissions[index].viewer_id
-        end = index + 1
-        while end < viewer_events and emissions[end].viewer_id == subject:
-            end += 1
-        owned = subject in upserts or subject in removed
-        take(end - index + owned, index)
-        current.end = end
-        if subject in upserts:
-            current.upserts.append(subject)
-        elif subject in removed:
-            current.deletes.append(subject)
-        placed.add(subject)
-        index = end
-    for viewer_id in upserts:
-        if viewer_id not in placed:
-            take(1, viewer_events)
-            current.upserts.append(viewer_id)
-    for viewer_id in deletes:
-        if viewer_id not in placed:
-            take(1, viewer_events)
-            current.deletes.append(viewer_id)
-    if events > viewer_events or stream_writes:
-        take(events - viewer_events + stream_writes, viewer_events)
-        current.end = events
-    current.streams = True
-    chunks.append(current)
-    return chunks
 
 
 def _resume_point(meta: dict[str, str], generation: int, commit: str, chunks: int) -> int | None:
