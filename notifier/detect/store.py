@@ -7,10 +7,11 @@ event's), ``epoch`` (a UUID that seeds event ids), ``polls``, ``polled_at`` and 
 id of the last script applied).
 
 A poll's writes go in **chunks** of at most ``chunk_ops`` operations (state changes and events),
-planned by ``chunks``, one Lua script each (``scripts.COMMIT``), so that Redis is never busy with one for long. Each
-chunk is atomic and carries every write of the viewers in it: a viewer's new state (or its
-removal) together with all of its events of this poll. Each one checks the generation it was
-computed against and the leader's fencing token, writes, XADDs, and bumps the generation.
+planned by ``chunks``, one Lua script each (``scripts.COMMIT``), so that Redis is never busy
+with one for long. Each chunk is atomic and carries every write of the viewers in it: a viewer's
+new state (or its removal) together with all of its events of this poll. Each one checks the
+generation it was computed against and the leader's fencing token, writes, XADDs, and bumps the
+generation.
 
 Why that is exactly once, even when a poll's chunks stop half-way (kill -9, a lost lease, a
 Redis fault): every chunk leaves Redis in a state that some run of the rules could have
