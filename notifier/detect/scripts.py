@@ -74,9 +74,11 @@ while deletes > 0 do
   i, deletes = i + n, deletes - n
 end
 for _ = 1, count do
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
-             f1, ARGV[i], f2, ARGV[i + 1], f3, ARGV[i + 2])
+  redis.call('XADD', events, '*', f1, ARGV[i], f2, ARGV[i + 1], f3, ARGV[i + 2])
   i = i + 3
+end
+if count > 0 then  -- trimmed once per chunk, as MAXLEN ~ on each XADD would (whole nodes)
+  redis.call('XTRIM', events, 'MAXLEN', '~', maxlen)
 end
 while stream_upserts > 0 do
   local n = math.min(stream_upserts, 500)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
+import hiredis
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.connection import AbstractConnection
@@ -31,7 +33,11 @@ class Sender(Protocol):
 class Pipelined:
     """Chunks one after the other on one connection, the next sent before the reply to the
     one before is read: Redis applies one while the next is encoded and waits in its socket,
-    so it never idles between chunks. Scripts on one connection run in the order sent."""
+    so it never idles between chunks. Scripts on one connection run in the order sent.
+
+    A chunk is packed by hiredis in C: a first poll of 100k viewers sends 140 MB of arguments,
+    and redis-py's asyncio connection packs them in Python (about twice the time).
+    """
 
     window = 2
 
@@ -44,7 +50,7 @@ class Pipelined:
     async def send(self, keys: list[str], args: list[Any]) -> None:
         if self._connection is None:
             self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        command = self._connection.pack_command("EVALSHA", self._sha, len(keys), *keys, *args)
+        command = hiredis.pack_command(("EVALSHA", self._sha, len(keys), *keys, *args))
         await self._connection.send_packed_command(command)
         self.in_flight += 1
 
