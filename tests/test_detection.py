@@ -36,7 +36,7 @@ from testkit.detection_support import (
 from .conftest import FAST_BACKOFF, cluster_settings, scripted_storm
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
     from redis.asyncio import Redis
 
@@ -48,7 +48,7 @@ def _viewer(vid: str, score: int = 90) -> Viewer:
     return Viewer(id=vid, health=score, health_grade="Good", raw=raw)
 
 
-def _detect(tracked: dict[str, Track], *ids: str) -> Detection:
+def _detect(tracked: Mapping[str, Track], *ids: str) -> Detection:
     return detect(tracked, {i: _viewer(i) for i in ids}, polled_at=1, settings=DetectionSettings())
 
 

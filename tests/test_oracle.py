@@ -19,6 +19,8 @@ from notifier.storm.decode import decode_viewer
 from testkit.detection_support import expected_events
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from notifier.storm import Viewer
 
 PerViewer = dict[str, list[tuple[str, dict[str, Any]]]]
@@ -26,7 +28,7 @@ PerViewer = dict[str, list[tuple[str, dict[str, Any]]]]
 
 def production_events(states: list[list[dict[str, Any]]], config: DetectionSettings) -> PerViewer:
     """Per viewer, (type, data without lastSeenAt) as ``detect()`` and ``render_data`` give."""
-    tracked: dict[str, Track] = {}
+    tracked: Mapping[str, Track] = {}
     out: PerViewer = {}
     for at, records in enumerate(states):
         seen: dict[str, Viewer] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from hypothesis import given, settings
@@ -14,6 +14,9 @@ from notifier.detect.rules import UNLISTED_LIMIT, Detection, Track, detect
 from notifier.detect.store import TrackCodec
 from notifier.events import render_data
 from notifier.storm import Viewer
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SETTINGS = DetectionSettings()  # 2 missed polls, drop < 50, recover >= 70, 2 consecutive
 
@@ -34,7 +37,10 @@ def viewer(
 
 
 def step(
-    tracked: dict[str, Track], *viewers: Viewer, at: int = 0, config: DetectionSettings = SETTINGS
+    tracked: Mapping[str, Track],
+    *viewers: Viewer,
+    at: int = 0,
+    config: DetectionSettings = SETTINGS,
 ) -> Detection:
     return detect(tracked, {v.id: v for v in viewers}, polled_at=at, settings=config)
 
@@ -230,7 +236,7 @@ def test_rules_match_an_independent_model(
 ) -> None:
     """Over any poll sequence the events equal those of a plain reference model."""
     oracle = Oracle(config)
-    state: dict[str, Track] = {}
+    state: Mapping[str, Track] = {}
     for at, poll in enumerate(polls):
         detection = step(state, *_viewers(poll), at=at, config=config)
         assert per_viewer(types(detection)) == per_viewer(oracle.step(poll))
@@ -243,7 +249,7 @@ def test_event_order_per_viewer_is_causal(
     config: DetectionSettings, polls: list[dict[str, int | None]]
 ) -> None:
     """Per viewer: connected, then alternating drop/recover, then at most one disconnected."""
-    state: dict[str, Track] = {}
+    state: Mapping[str, Track] = {}
     history: dict[str, list[str]] = {vid: [] for vid in IDS}
     for at, poll in enumerate(polls):
         detection = step(state, *_viewers(poll), at=at, config=config)
@@ -284,9 +290,9 @@ def test_state_written_to_redis_is_enough_to_carry_on(
     config: DetectionSettings, polls: list[dict[str, int | None]], restarts: set[int]
 ) -> None:
     """Only upserts and deletes reach Redis; a restart from them changes no event."""
-    memory: dict[str, Track] = {}
+    memory: Mapping[str, Track] = {}
     stored: dict[str, bytes] = {}
-    restarted: dict[str, Track] = {}
+    restarted: Mapping[str, Track] = {}
     for at, poll in enumerate(polls):
         viewers = _viewers(poll)
         expected = step(memory, *viewers, at=at, config=config)
@@ -340,7 +346,7 @@ def test_a_disconnect_carries_the_sessions_summary() -> None:
     """Connected at 1s, seen 8 polls (one without data), dropped at 3s, recovered at 6s, dropped
     again at 8s and last seen then: 7 measured polls, 2 drops, 3s dropped."""
     scores = [90, 40, 30, None, 80, 75, 20, 10]
-    tracked: dict[str, Track] = {}
+    tracked: Mapping[str, Track] = {}
     kinds = []
     for second, score in enumerate(scores, start=1):
         detection = step(tracked, viewer("a", score), at=second * 1000)

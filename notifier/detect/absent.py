@@ -40,7 +40,7 @@ class AbsentCheck:
     ) -> tuple[Mapping[str, Viewer], bool]:
         """Tracked viewers the list skipped but the server still knows, and whether the
         others may count a miss (not when the lookup failed: then we cannot tell)."""
-        if not self._enabled:
+        if not self._enabled or tracked.keys() <= seen.keys():  # (in C: every poll)
             return {}, True
         absent = [vid for vid in tracked if vid not in seen]
         if not absent:

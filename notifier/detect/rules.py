@@ -20,10 +20,16 @@ any sequence of polls.
 A tracked viewer missing from the list but ``confirmed`` by a lookup counts as seen, at most
 ``UNLISTED_LIMIT`` polls in a row: paging drift rarely skips a viewer that often, so a viewer
 the list keeps leaving out (it no longer matches the filters, say) then counts as missed.
+
+The state after a poll is a ``Tracked``: a steady viewer (seen poll after poll with the same
+measurement, heading for no transition) keeps one ``Track`` across those polls, its counts
+taken lazily from the poll's number, instead of a new one per poll; this loop runs once per
+viewer per poll.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,13 +38,13 @@ import msgspec
 from notifier.events import Connected, Disconnected, HealthChanged, Session
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, KeysView
 
     from notifier.detect.settings import DetectionSettings, HealthSettings
     from notifier.events import Emission, HealthChange
     from notifier.storm import Viewer
 
-__all__ = ["UNLISTED_LIMIT", "Detection", "Track", "detect"]
+__all__ = ["UNLISTED_LIMIT", "Detection", "Track", "Tracked", "detect"]
 
 UNLISTED_LIMIT = 3
 
@@ -73,6 +79,11 @@ class Track(msgspec.Struct, frozen=True, gc=False):
     dropped_at: int | None = None  # ms: the poll of the drop still open
     degraded_ms: int = 0  # from each drop to its recovery, the open one excluded
     complete: bool = True  # False: a restart may have lost polls from the counts
+    # In memory only (``Tracked``): >= 0, the number of the poll from which on every poll saw
+    # the viewer, measured at last_score and last_grade (``run_measured``) or with no
+    # measurement; the record, seen_at and counts leave those polls out. -1: the Track is whole.
+    run: int = -1
+    run_measured: bool = True
 
     def session(self) -> Session:
         """The summary a disconnect carries (the open drop lasts to the last poll seen)."""
@@ -107,19 +118,118 @@ class Track(msgspec.Struct, frozen=True, gc=False):
         )
 
 
+def _run(track: Track, number: int, *, measured: bool) -> Track:
+    """A whole ``track`` as the start of a run at poll ``number`` (``Track.run``)."""
+    return msgspec.structs.replace(track, record=b"", run=number, run_measured=measured)
+
+
+def _whole(track: Track, record: bytes, number: int, polled_at: int) -> Track:
+    """``track`` of a run (``Track.run``) with the run's polls counted, as of poll ``number``
+    (at ``polled_at``), which saw ``record``."""
+    polls = number - track.run + 1
+    score = track.last_score
+    if not track.run_measured:
+        return msgspec.structs.replace(
+            track,
+            record=record,
+            seen_at=polled_at,
+            polls=track.polls + polls,
+            run=-1,
+            run_measured=True,
+        )
+    if score is None:  # (a measured run has a score: never here)
+        raise ValueError("a measured run without a measurement")
+    low, high = track.health_min, track.health_max
+    return msgspec.structs.replace(
+        track,
+        record=record,
+        seen_at=polled_at,
+        polls=track.polls + polls,
+        health_min=score if low is None or score < low else low,
+        health_max=score if high is None or score > high else high,
+        health_sum=track.health_sum + score * polls,
+        measured_polls=track.measured_polls + polls,
+        run=-1,
+    )
+
+
+class Tracked(Mapping[str, Track]):
+    """The viewers tracked after one poll (``number``, at ``polled_at``, which saw ``seen``).
+
+    Reading a viewer gives its whole ``Track``. Inside, a steady viewer's Track is one of a run
+    (``Track.run``), made whole on reading: with the poll's record and the run's polls counted.
+    """
+
+    __slots__ = ("_seen", "_tracks", "number", "polled_at")
+
+    def __init__(
+        self, tracks: dict[str, Track], seen: Mapping[str, Viewer], *, number: int, polled_at: int
+    ) -> None:
+        self._tracks = tracks
+        self._seen = seen
+        self.number = number
+        self.polled_at = polled_at
+
+    @classmethod
+    def of(cls, tracks: Mapping[str, Track]) -> Tracked:
+        """Whole tracks (as ``load`` reads them, or a test writes them) as a state."""
+        if isinstance(tracks, Tracked):
+            return tracks
+        if any(track.run >= 0 for track in tracks.values()):
+            raise ValueError("a Track of a run outside its Tracked")
+        return cls(dict(tracks), {}, number=0, polled_at=0)
+
+    @property
+    def tracks(self) -> Mapping[str, Track]:
+        """The Tracks as kept (those of a run not whole): for ``detect``."""
+        return self._tracks
+
+    def whole(self, viewer_id: str, track: Track) -> Track:
+        """``track`` (this state's, of ``viewer_id``) made whole."""
+        if track.run < 0:
+            return track
+        return _whole(track, self._seen[viewer_id].raw, self.number, self.polled_at)
+
+    def __getitem__(self, viewer_id: str) -> Track:
+        return self.whole(viewer_id, self._tracks[viewer_id])
+
+    def get(self, viewer_id: str, default: Track | None = None) -> Track | None:  # type: ignore[override]
+        track = self._tracks.get(viewer_id)
+        return default if track is None else self.whole(viewer_id, track)
+
+    def __contains__(self, viewer_id: object) -> bool:
+        return viewer_id in self._tracks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tracks)
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def keys(self) -> KeysView[str]:
+        """The viewer ids (a dict's view: set operations run in C)."""
+        return self._tracks.keys()
+
+    def __repr__(self) -> str:
+        return f"Tracked({len(self._tracks)} viewers, poll {self.number})"
+
+
+_NONE = Tracked({}, {}, number=0, polled_at=0)
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """The result of one complete poll."""
 
-    state: dict[str, Track]  # every viewer tracked after this poll
-    upserts: dict[str, Track]  # entries Redis must write
+    state: Tracked  # every viewer tracked after this poll
+    upserts: dict[str, Track]  # entries Redis must write (whole)
     deletes: list[str]  # entries Redis must remove
     emissions: list[Emission]  # in emission order
 
     def changes(self) -> Detection:
         """The writes alone, without the whole state after the poll (what a poll waiting to
         be written keeps: ``backlog``)."""
-        return Detection({}, self.upserts, self.deletes, self.emissions)
+        return Detection(_NONE, self.upserts, self.deletes, self.emissions)
 
 
 def detect(
@@ -139,67 +249,113 @@ def detect(
     viewers the list left out neither count a miss nor reset one. ``initial``: the poll
     started from no state (its connected events say so).
     """
+    earlier = Tracked.of(tracked)
+    number = earlier.number + 1
     state: dict[str, Track] = {}
     upserts: dict[str, Track] = {}
     deletes: list[str] = []
     emissions: list[Emission] = []
+    detection = Detection(
+        Tracked(state, seen, number=number, polled_at=polled_at), upserts, deletes, emissions
+    )
+    joined = _listed(earlier, seen, state, detection, settings=settings, initial=initial)
+    if len(seen) - joined < len(earlier):  # some tracked viewers were not listed
+        _absent(
+            earlier,
+            seen,
+            state,
+            detection,
+            polled_at=polled_at,
+            settings=settings,
+            confirmed=confirmed,
+            count_misses=count_misses,
+        )
+    return detection
+
+
+def _listed(
+    earlier: Tracked,
+    seen: Mapping[str, Viewer],
+    state: dict[str, Track],
+    out: Detection,
+    *,
+    settings: DetectionSettings,
+    initial: bool,
+) -> int:
+    """``detect`` of the viewers the list returned, into ``state`` (the dict ``out.state``
+    holds) and ``out``'s writes; returns how many joined."""
+    upserts, emissions = out.upserts, out.emissions
+    number, polled_at = out.state.number, out.state.polled_at
     health = settings.health
     drop_below, recover_at = health.drop_below, health.recover_at
     replace = msgspec.structs.replace
-    get = tracked.get
+    get, whole = earlier.tracks.get, earlier.whole
+    joined = 0
     for viewer_id, viewer in seen.items():
         before = get(viewer_id)
-        # The common case inline, without an intermediate copy (what _observe_health would do):
-        # measured, no streak, and not heading for a transition.
-        if (
-            before is not None
-            and not before.streak
-            and (score := viewer.health) is not None
-            and (score < recover_at if before.dropped else score >= drop_below)
-        ):
-            low, high = before.health_min, before.health_max
-            state[viewer_id] = after = Track(
-                viewer.raw,
-                polled_at,
-                0,
-                before.dropped,
-                0,
-                before.anchor_score,
-                before.anchor_grade,
-                score,
-                viewer.health_grade,
-                0,
-                before.connected_at,
-                before.polls + 1,
-                score if low is None or score < low else low,
-                score if high is None or score > high else high,
-                before.health_sum + score,
-                before.measured_polls + 1,
-                before.drops,
-                before.dropped_at,
-                before.degraded_ms,
-                before.complete,
-            )
-            if before.missed or before.unlisted or before.last_score is None:
-                upserts[viewer_id] = after  # all else it persists is as it was
-            continue
         if before is None:
+            joined += 1
             emissions.append(Connected(viewer_id, viewer.raw, initial))
             base = _seen(
                 Track(record=viewer.raw, seen_at=polled_at, connected_at=polled_at), viewer
             )
-        else:
-            base = _seen(
-                replace(before, record=viewer.raw, seen_at=polled_at, missed=0, unlisted=0), viewer
-            )
-        after = _observe_health(base, viewer, health, emissions, polled_at)
-        state[viewer_id] = after
-        if before is None or before.persisted_part() != after.persisted_part():
+            after = _observe_health(base, viewer, health, emissions, polled_at)
+            state[viewer_id] = upserts[viewer_id] = after
+            continue
+        # The common cases inline, without an intermediate copy (what _observe_health would
+        # do). Steady (seen the poll before, measured as then or not at all, no streak, heading
+        # for no transition): the same Track, its run counted lazily (``Tracked``).
+        if (score := viewer.health) is None:
+            if before.run < 0 and not (before.missed or before.unlisted):
+                state[viewer_id] = _run(before, number, measured=False)
+                continue
+            if before.run >= 0 and not before.run_measured:
+                state[viewer_id] = before
+                continue
+        elif not before.streak and (score < recover_at if before.dropped else score >= drop_below):
+            if score == before.last_score and viewer.health_grade == before.last_grade:
+                if before.run < 0 and not (before.missed or before.unlisted):
+                    state[viewer_id] = _run(before, number, measured=True)
+                    continue
+                if before.run >= 0 and before.run_measured:
+                    state[viewer_id] = before
+                    continue
+            before = whole(viewer_id, before)
+            state[viewer_id] = after = _measured(before, viewer, score, polled_at)
+            if before.missed or before.unlisted or before.last_score is None:
+                upserts[viewer_id] = after  # all else it persists is as it was
+            continue
+        before = whole(viewer_id, before)
+        base = _seen(
+            replace(before, record=viewer.raw, seen_at=polled_at, missed=0, unlisted=0), viewer
+        )
+        state[viewer_id] = after = _observe_health(base, viewer, health, emissions, polled_at)
+        if before.persisted_part() != after.persisted_part():
             upserts[viewer_id] = after
+    return joined
+
+
+def _absent(
+    earlier: Tracked,
+    seen: Mapping[str, Viewer],
+    state: dict[str, Track],
+    out: Detection,
+    *,
+    polled_at: int,
+    settings: DetectionSettings,
+    confirmed: Mapping[str, Viewer] | None,
+    count_misses: bool,
+) -> None:
+    """``detect`` of the tracked viewers the list left out (confirmed, missed or gone), into
+    ``state`` (the dict ``out.state`` holds) and ``out``'s writes."""
+    upserts, emissions = out.upserts, out.emissions
+    health = settings.health
     limit = settings.disconnect_after_missed_polls
-    for viewer_id, before in tracked.items():
+    replace = msgspec.structs.replace
+    for viewer_id, kept in earlier.tracks.items():
         if viewer_id in seen:
             continue
+        before = earlier.whole(viewer_id, kept)
         found = confirmed.get(viewer_id) if confirmed else None
         if found is not None and before.unlisted < UNLISTED_LIMIT:
             # Seen; its record stays the list's (a lookup may answer in another shape).
@@ -218,11 +374,36 @@ def detect(
             emissions.append(
                 Disconnected(viewer_id, before.record, before.seen_at, before.session())
             )
-            deletes.append(viewer_id)
+            out.deletes.append(viewer_id)
         else:
-            after = msgspec.structs.replace(before, missed=missed)
-            state[viewer_id] = upserts[viewer_id] = after
-    return Detection(state=state, upserts=upserts, deletes=deletes, emissions=emissions)
+            state[viewer_id] = upserts[viewer_id] = replace(before, missed=missed)
+
+
+def _measured(before: Track, viewer: Viewer, score: float, polled_at: int) -> Track:
+    """``before`` seen and measured at ``score``, no streak, heading for no transition."""
+    low, high = before.health_min, before.health_max
+    return Track(
+        viewer.raw,
+        polled_at,
+        0,
+        before.dropped,
+        0,
+        before.anchor_score,
+        before.anchor_grade,
+        score,
+        viewer.health_grade,
+        0,
+        before.connected_at,
+        before.polls + 1,
+        score if low is None or score < low else low,
+        score if high is None or score > high else high,
+        before.health_sum + score,
+        before.measured_polls + 1,
+        before.drops,
+        before.dropped_at,
+        before.degraded_ms,
+        before.complete,
+    )
 
 
 def _seen(track: Track, viewer: Viewer) -> Track:

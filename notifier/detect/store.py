@@ -114,7 +114,7 @@ class Snapshot:
     generation: int
     sequence: int
     epoch: str
-    tracked: dict[str, Track]
+    tracked: Mapping[str, Track]  # (after a poll: a rules.Tracked)
     polls: int = 0  # complete polls committed so far (``meta.polls``)
     streams: dict[StreamId, StreamState] = field(default_factory=dict)  # live audiences
     audiences: bool = False  # the stream states are kept (``streams`` is the truth)
@@ -130,7 +130,7 @@ class Snapshot:
 class Checkpoint:
     """Writes the newest record of every tracked viewer (on a clean stop): no events."""
 
-    upserts: dict[str, Track]
+    upserts: Mapping[str, Track]
     deletes: tuple[str, ...] = ()
     emissions: tuple[()] = ()
 
