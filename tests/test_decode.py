@@ -9,6 +9,7 @@ import pytest
 from notifier.errors import StormSchemaError
 from notifier.storm.decode import (
     MalformedBody,
+    Viewer,
     decode_error_message,
     decode_found,
     decode_page,
@@ -43,13 +44,18 @@ def body(rows: list[object], **data: object) -> bytes:
     return json.dumps({"data": {**data, "list": rows}, "meta": {"executionTime": 1}}).encode()
 
 
+def fields(viewer: Viewer) -> tuple[str, float | None, str | None, bytes]:
+    """A viewer's fields, its record as bytes (a list page's is a view of the body)."""
+    return viewer.id, viewer.health, viewer.health_grade, viewer.record_bytes()
+
+
 def test_records_travel_verbatim_with_unknown_fields() -> None:
     """Each viewer keeps its record byte for byte, including fields we do not know."""
     record = {**RECORD, "region": {"zone": "eu-central", "rack": 7}, "healthScore": 93.5}
     raw = json.dumps({"data": {"list": [record]}}, separators=(", ", ": ")).encode()
     page = decode_page(raw)
     (viewer,) = page.viewers
-    assert viewer.raw == json.dumps(record, separators=(", ", ": ")).encode()
+    assert viewer.record_bytes() == json.dumps(record, separators=(", ", ": ")).encode()
     assert viewer.record() == record
     assert (viewer.id, viewer.health, viewer.health_grade) == (
         "v_xh69zeigml96ts7p",
@@ -138,7 +144,9 @@ def test_a_missing_list_is_a_schema_error_only_when_viewers_are_reported() -> No
 def test_batch_lookup_bodies_yield_the_found_records() -> None:
     """data.found decodes to viewers like list items; a wrong shape or non-JSON is reported."""
     raw = json.dumps({"data": {"found": [RECORD], "notFound": ["v_gone"]}}).encode()
-    assert decode_found(raw) == decode_page(body([RECORD])).viewers
+    assert list(map(fields, decode_found(raw))) == list(
+        map(fields, decode_page(body([RECORD])).viewers)
+    )
     assert decode_found(b'{"data": {"found": null, "notFound": []}}') == []
     with pytest.raises(StormSchemaError, match="batch lookup shape"):
         decode_found(b'{"found": []}')
@@ -195,7 +203,7 @@ def test_non_json_is_malformed(raw: bytes) -> None:
 def test_single_records_decode_like_list_items() -> None:
     """A batch lookup's record decodes to the same Viewer."""
     raw = json.dumps(RECORD).encode()
-    assert decode_viewer(raw) == decode_page(body([RECORD])).viewers[0]
+    assert fields(decode_viewer(raw)) == fields(decode_page(body([RECORD])).viewers[0])
 
 
 def test_error_messages_are_one_short_line() -> None:

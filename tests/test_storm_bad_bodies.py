@@ -228,7 +228,7 @@ def _detected(raw: bytes, tracked_ids: list[str]) -> dict[str, list[str]] | None
     except (MalformedBody, StormSchemaError):
         return None
     for viewer in found.viewers:  # read as sent: never a converted or invented id
-        assert json.loads(viewer.raw)["id"] == viewer.id
+        assert json.loads(viewer.record_bytes())["id"] == viewer.id
     tracked = {vid: Track(record=b"{}", seen_at=0) for vid in tracked_ids}
     detection = detect(tracked, counted.viewers, polled_at=1, settings=PLAIN)
     subjects: dict[str, list[str]] = {}
@@ -323,7 +323,7 @@ def test_generated_bodies_through_the_real_client(
         assert poll.error
         return
     assert list(poll.viewers) == [viewer.id for viewer in decode_page(raw).viewers]
-    assert all(json.loads(v.raw)["id"] == vid for vid, v in poll.viewers.items())
+    assert all(json.loads(v.record_bytes())["id"] == vid for vid, v in poll.viewers.items())
 
 
 @pytest.mark.timeout(120)

@@ -240,7 +240,7 @@ async def test_paging_drift_never_fails_the_poll_and_duplicates_collapse() -> No
     assert poll.complete
     assert poll.duplicates > 0
     assert poll.drift is False  # churn keeps the total constant: joins equal leaves
-    assert all(json.loads(v.raw)["id"] == key for key, v in poll.viewers.items())
+    assert all(json.loads(v.record_bytes())["id"] == key for key, v in poll.viewers.items())
     assert len(set(poll.viewers) - before - after) <= 3 * poll.requests  # only mid-pass joiners
 
 
@@ -530,7 +530,7 @@ async def test_incomplete_polls_keep_what_they_read_but_say_so() -> None:
             poll = await client.poll()
     assert not poll.complete
     assert len(poll.viewers) == 10
-    assert json.loads(next(iter(poll.viewers.values())).raw)["id"]
+    assert json.loads(next(iter(poll.viewers.values())).record_bytes())["id"]
 
 
 # --- paging that used to yield a "complete" poll missing viewers ---------------------------------

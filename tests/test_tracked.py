@@ -14,10 +14,18 @@ from notifier.detect.rules import Detection, Track, Tracked, detect
 from notifier.storm import Viewer
 
 IDS = ["a", "b", "c", "d", "e"]
-# Few scores and grades, so that a viewer is often measured the same poll after poll (a run).
-score_strategy = st.one_of(st.none(), st.sampled_from([10.0, 60.0, 80.0, 80.0, 100.0, 55.5]))
+# Scores exact in binary (runs are lazy) and not (84.64: added once per poll), zeros of both signs.
+score_strategy = st.one_of(
+    st.none(), st.sampled_from([10.0, 60.0, 80.0, 100.0, 55.5, 84.64, 54.94, 73.3, 0.0, -0.0])
+)
 grade_strategy = st.sampled_from(["Good", "Good", "Bad"])
-listed = st.dictionaries(st.sampled_from(IDS), st.tuples(score_strategy, grade_strategy))
+SAME = "same"  # listed as in the poll before: most polls, so that runs are long
+listed = st.dictionaries(
+    st.sampled_from(IDS),
+    st.one_of(
+        st.just(SAME), st.just(SAME), st.just(SAME), st.tuples(score_strategy, grade_strategy)
+    ),
+)
 poll_strategy = st.tuples(
     listed,
     st.sets(st.sampled_from(IDS)),  # found by a lookup if the list left them out
@@ -47,9 +55,13 @@ def viewer(vid: str, score: float | None, grade: str, at: int) -> Viewer:
     return Viewer(id=vid, health=score, health_grade=grade, raw=raw)
 
 
+Measure = tuple[float | None, str]
+Poll = tuple[dict[str, Measure | str], set[str], bool]
+
+
 def run(
     tracked: dict[str, Track] | Tracked,
-    poll: tuple[dict[str, tuple[float | None, str]], set[str], bool],
+    poll: tuple[dict[str, Measure], set[str], bool],
     at: int,
     config: DetectionSettings,
 ) -> Detection:
@@ -67,21 +79,28 @@ def run(
 
 
 @settings(max_examples=400, deadline=None)
-@given(config=config_strategy, polls=st.lists(poll_strategy, max_size=30))
+@given(config=config_strategy, polls=st.lists(poll_strategy, max_size=60))
 def test_the_lazy_state_reads_as_a_state_made_whole_after_every_poll(
-    config: DetectionSettings,
-    polls: list[tuple[dict[str, tuple[float | None, str]], set[str], bool]],
+    config: DetectionSettings, polls: list[Poll]
 ) -> None:
-    """Events (their session summaries included), writes and the state read back are the same
-    whether the state carries its runs from poll to poll or is made whole after each."""
+    """Events (their session summaries included), writes and the state read back are the same,
+    to the bit, whether the state carries its runs from poll to poll or is made whole after
+    each (a run of one poll: what the rules did before runs)."""
     lazy: Tracked | dict[str, Track] = {}
     eager: dict[str, Track] = {}
-    for at, poll in enumerate(polls):
+    last: dict[str, Measure] = {}
+    for at, (listed, found, failed) in enumerate(polls):
+        measures: dict[str, Measure] = {}
+        for vid, measure in listed.items():
+            measures[vid] = last.get(vid, (80.0, "Good")) if isinstance(measure, str) else measure
+        last.update(measures)
+        poll = (measures, found, failed)
         got, want = run(lazy, poll, at, config), run(eager, poll, at, config)
         assert got.emissions == want.emissions
         assert got.upserts == want.upserts
         assert got.deletes == want.deletes
         assert dict(got.state) == dict(want.state)
+        assert repr(dict(got.state)) == repr(dict(want.state))  # -0.0 and 0.0 differ here
         assert all(track.run < 0 for track in got.upserts.values())
         lazy, eager = got.state, dict(want.state)
 
@@ -112,3 +131,20 @@ def test_a_state_of_whole_tracks_refuses_a_track_of_a_run() -> None:
     track = Track(record=b"{}", seen_at=0, last_score=80.0, run=3)
     with pytest.raises(ValueError, match="run"):
         Tracked.of({"a": track})
+
+
+def test_a_session_of_scores_inexact_in_binary_averages_as_added_poll_by_poll() -> None:
+    """54.94 then 84.64 three times: the average a poll-by-poll sum gives (77.21), not the one
+    a multiplication would (77.22)."""
+    config = DetectionSettings()
+    state: Tracked | dict[str, Track] = {}
+    scores = [54.94, 84.64, 84.64, 84.64]
+    for at, score in enumerate(scores):
+        state = detect(
+            state, {"a": viewer("a", score, "Good", at)}, polled_at=1000 * at, settings=config
+        ).state
+    expected = 0.0
+    for score in scores:
+        expected += score
+    assert state["a"].health_sum == expected
+    assert round(expected / 4, 2) == 77.21

@@ -43,7 +43,7 @@ async def snapshot(settings: Settings, cluster: str | None, out: BinaryIO, err: 
         finally:
             await client.aclose()
     try:
-        out.writelines(viewer.raw + b"\n" for viewer in poll.viewers.values())
+        out.writelines(viewer.record_bytes() + b"\n" for viewer in poll.viewers.values())
         out.flush()
     except BrokenPipeError:  # `notifier snapshot | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # no second error at exit

@@ -162,7 +162,7 @@ class Audiences:
             before = self._members.get(viewer_id)
             earlier = tracked.get(viewer_id)
             now: Member | None
-            if before is not None and earlier is not None and earlier.record is track.record:
+            if before is not None and earlier is not None and earlier.record == track.record:
                 now = _flags(before, track)  # the same record (a miss, say): only the flags
             else:
                 now, lacking = _placed(track, settings)

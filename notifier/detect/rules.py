@@ -123,6 +123,29 @@ def _run(track: Track, number: int, *, measured: bool) -> Track:
     return msgspec.structs.replace(track, record=b"", run=number, run_measured=measured)
 
 
+_EXACT_SCALE = 2.0**10
+_EXACT_SCORE = 1000.0  # at most, in absolute value
+_EXACT_SUM = 2.0**40  # at most: 2**43 - 2**40 leaves billions of polls of runs before 2**43
+
+
+def _exact(score: float, health_sum: float) -> bool:
+    """Whether a measured run may start at ``score`` after ``health_sum``: both multiples of
+    2**-10 (any integer score, 87.5, 93.25), the score not zero, neither large.
+
+    Adding such a score poll after poll to such a sum is exact (every partial sum is a
+    multiple of 2**-10 below 2**43), so ``_whole``'s ``sum + score * polls`` is the very float
+    that adding it once per poll gives. Any other score (84.64) is added once per poll, as
+    ever. Zero is left out because ``-0.0 == 0.0``: a run would keep the first one's sign.
+    """
+    scale = _EXACT_SCALE
+    return (
+        (score * scale).is_integer()
+        and (health_sum * scale).is_integer()
+        and 0 < abs(score) <= _EXACT_SCORE
+        and abs(health_sum) <= _EXACT_SUM
+    )
+
+
 def _whole(track: Track, record: bytes, number: int, polled_at: int) -> Track:
     """``track`` of a run (``Track.run``) with the run's polls counted, as of poll ``number``
     (at ``polled_at``), which saw ``record``."""
@@ -188,7 +211,7 @@ class Tracked(Mapping[str, Track]):
         """``track`` (this state's, of ``viewer_id``) made whole."""
         if track.run < 0:
             return track
-        return _whole(track, self._seen[viewer_id].raw, self.number, self.polled_at)
+        return _whole(track, self._seen[viewer_id].record_bytes(), self.number, self.polled_at)
 
     def __getitem__(self, viewer_id: str) -> Track:
         return self.whole(viewer_id, self._tracks[viewer_id])
@@ -295,10 +318,9 @@ def _listed(
         before = get(viewer_id)
         if before is None:
             joined += 1
-            emissions.append(Connected(viewer_id, viewer.raw, initial))
-            base = _seen(
-                Track(record=viewer.raw, seen_at=polled_at, connected_at=polled_at), viewer
-            )
+            record = viewer.record_bytes()
+            emissions.append(Connected(viewer_id, record, initial))
+            base = _seen(Track(record=record, seen_at=polled_at, connected_at=polled_at), viewer)
             after = _observe_health(base, viewer, health, emissions, polled_at)
             state[viewer_id] = upserts[viewer_id] = after
             continue
@@ -315,9 +337,10 @@ def _listed(
         elif not before.streak and (score < recover_at if before.dropped else score >= drop_below):
             if score == before.last_score and viewer.health_grade == before.last_grade:
                 if before.run < 0 and not (before.missed or before.unlisted):
-                    state[viewer_id] = _run(before, number, measured=True)
-                    continue
-                if before.run >= 0 and before.run_measured:
+                    if _exact(score, before.health_sum):
+                        state[viewer_id] = _run(before, number, measured=True)
+                        continue
+                elif before.run >= 0 and before.run_measured:
                     state[viewer_id] = before
                     continue
             before = whole(viewer_id, before)
@@ -327,7 +350,8 @@ def _listed(
             continue
         before = whole(viewer_id, before)
         base = _seen(
-            replace(before, record=viewer.raw, seen_at=polled_at, missed=0, unlisted=0), viewer
+            replace(before, record=viewer.record_bytes(), seen_at=polled_at, missed=0, unlisted=0),
+            viewer,
         )
         state[viewer_id] = after = _observe_health(base, viewer, health, emissions, polled_at)
         if before.persisted_part() != after.persisted_part():
@@ -383,7 +407,7 @@ def _measured(before: Track, viewer: Viewer, score: float, polled_at: int) -> Tr
     """``before`` seen and measured at ``score``, no streak, heading for no transition."""
     low, high = before.health_min, before.health_max
     return Track(
-        viewer.raw,
+        viewer.record_bytes(),
         polled_at,
         0,
         before.dropped,
@@ -465,7 +489,9 @@ def _observe_health(
             last_grade=grade,
         )
     emissions.append(
-        HealthChanged(event, viewer.id, viewer.raw, anchor_score, anchor_grade, threshold)
+        HealthChanged(
+            event, viewer.id, viewer.record_bytes(), anchor_score, anchor_grade, threshold
+        )
     )
     if track.dropped:  # recovered: the drop's time is counted
         drops, dropped_at = track.drops, None

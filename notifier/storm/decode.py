@@ -2,7 +2,9 @@
 
 A viewer list page is decoded twice by msgspec in C: once into raw byte slices of each viewer
 record (they travel into events exactly as the API sent them, unknown fields included) and once
-into the few fields detection needs. No per-viewer pydantic, no per-viewer dict.
+into the few fields detection needs. No per-viewer pydantic, no per-viewer dict, and no copy of
+a listed record: it is a ``msgspec.Raw`` view of the page's body (``Viewer.raw``), copied only
+where it is kept beyond the poll (``Viewer.record_bytes``).
 
 Bodies that are not JSON at all raise ``MalformedBody`` (worth a retry); JSON of the wrong shape
 raises ``StormSchemaError``.
@@ -53,13 +55,18 @@ class Viewer(msgspec.Struct, frozen=True, gc=False):
     ``health`` is the score when the server has a measurement and ``None`` when it has none
     (``healthGrade`` "No Data" in any spelling, or score 0 with no or an empty grade, or no
     usable score at all).
-    ``raw`` is the record exactly as the API returned it (JSON bytes).
+    ``raw`` is the record exactly as the API returned it (JSON bytes): from a list page, a view
+    of the page's body (which it keeps alive); ``record_bytes`` is a copy of its own.
     """
 
     id: str
     health: float | None
     health_grade: str | None
-    raw: bytes
+    raw: bytes | msgspec.Raw
+
+    def record_bytes(self) -> bytes:
+        """The record as ``bytes`` (a copy of a view; ``raw`` itself if it is bytes already)."""
+        return bytes(self.raw)
 
     def record(self) -> dict[str, Any]:
         """The record as a dict (decoded on demand; the hot path never needs it)."""
@@ -221,7 +228,7 @@ def _viewers(cores: Sequence[_TypedCore | _Core], raws: list[msgspec.Raw]) -> li
             or not viewer_id.isprintable()  # the rare id with other characters: _id_problem
             or type(score) is not float
         ):
-            append(_viewer(f"$.data.list[{index}]", core, bytes(raw)))
+            append(_viewer(f"$.data.list[{index}]", core, raw))
             continue
         if grade is None:
             key = ""
@@ -232,11 +239,11 @@ def _viewers(cores: Sequence[_TypedCore | _Core], raws: list[msgspec.Raw]) -> li
             if len(keys) < _GRADE_KEYS_MAX:
                 keys[grade] = key
         health = None if key == _NO_DATA_KEY or not isfinite(score) or not (score or key) else score
-        append(Viewer(viewer_id, health, grade, bytes(raw)))
+        append(Viewer(viewer_id, health, grade, raw))
     return viewers
 
 
-def _viewer(where: str, core: _Core | _TypedCore, raw: bytes) -> Viewer:
+def _viewer(where: str, core: _Core | _TypedCore, raw: bytes | msgspec.Raw) -> Viewer:
     viewer_id = core.id
     if viewer_id is None:
         raise StormSchemaError(f"viewer record at {where} has no id")
