@@ -325,30 +325,35 @@ def _listed(
             state[viewer_id] = upserts[viewer_id] = after
             continue
         # The common cases inline, without an intermediate copy (what _observe_health would
-        # do). Steady (seen the poll before, measured as then or not at all, no streak, heading
-        # for no transition): the same Track, its run counted lazily (``Tracked``).
-        if (score := viewer.health) is None:
-            if before.run < 0 and not (before.missed or before.unlisted):
+        # do). Steady (measured as in the poll before, or not at all, no streak, heading for no
+        # transition): the same Track, its run counted lazily (``Tracked``).
+        score = viewer.health
+        if before.run >= 0:
+            if (
+                score == before.last_score and viewer.health_grade == before.last_grade
+                if before.run_measured
+                else score is None
+            ):
+                state[viewer_id] = before  # the run goes on: the poll costs no more than this
+                continue
+            before = whole(viewer_id, before)
+        if score is None:
+            if not (before.missed or before.unlisted):
                 state[viewer_id] = _run(before, number, measured=False)
                 continue
-            if before.run >= 0 and not before.run_measured:
-                state[viewer_id] = before
-                continue
         elif not before.streak and (score < recover_at if before.dropped else score >= drop_below):
-            if score == before.last_score and viewer.health_grade == before.last_grade:
-                if before.run < 0 and not (before.missed or before.unlisted):
-                    if _exact(score, before.health_sum):
-                        state[viewer_id] = _run(before, number, measured=True)
-                        continue
-                elif before.run >= 0 and before.run_measured:
-                    state[viewer_id] = before
-                    continue
-            before = whole(viewer_id, before)
+            if (
+                score == before.last_score
+                and viewer.health_grade == before.last_grade
+                and not (before.missed or before.unlisted)
+                and _exact(score, before.health_sum)
+            ):
+                state[viewer_id] = _run(before, number, measured=True)
+                continue
             state[viewer_id] = after = _measured(before, viewer, score, polled_at)
             if before.missed or before.unlisted or before.last_score is None:
                 upserts[viewer_id] = after  # all else it persists is as it was
             continue
-        before = whole(viewer_id, before)
         base = _seen(
             replace(before, record=viewer.record_bytes(), seen_at=polled_at, missed=0, unlisted=0),
             viewer,
