@@ -202,6 +202,11 @@ class Tracked(Mapping[str, Track]):
             raise ValueError("a Track of a run outside its Tracked")
         return cls(dict(tracks), {}, number=0, polled_at=0)
 
+    def forget_seen(self) -> None:
+        """Let the poll's viewers go (their records are views of its page bodies): no Track is
+        of a run."""
+        self._seen = {}
+
     @property
     def tracks(self) -> Mapping[str, Track]:
         """The Tracks as kept (those of a run not whole): for ``detect``."""
@@ -278,10 +283,11 @@ def detect(
     upserts: dict[str, Track] = {}
     deletes: list[str] = []
     emissions: list[Emission] = []
-    detection = Detection(
-        Tracked(state, seen, number=number, polled_at=polled_at), upserts, deletes, emissions
-    )
-    joined = _listed(earlier, seen, state, detection, settings=settings, initial=initial)
+    after = Tracked(state, seen, number=number, polled_at=polled_at)
+    detection = Detection(after, upserts, deletes, emissions)
+    joined, runs = _listed(earlier, seen, state, detection, settings=settings, initial=initial)
+    if not runs:  # every Track is whole (a first poll): the page bodies may go
+        after.forget_seen()
     if len(seen) - joined < len(earlier):  # some tracked viewers were not listed
         _absent(
             earlier,
@@ -304,16 +310,16 @@ def _listed(
     *,
     settings: DetectionSettings,
     initial: bool,
-) -> int:
+) -> tuple[int, int]:
     """``detect`` of the viewers the list returned, into ``state`` (the dict ``out.state``
-    holds) and ``out``'s writes; returns how many joined."""
+    holds) and ``out``'s writes; returns how many joined, and how many Tracks are of a run."""
     upserts, emissions = out.upserts, out.emissions
     number, polled_at = out.state.number, out.state.polled_at
     health = settings.health
     drop_below, recover_at = health.drop_below, health.recover_at
     replace = msgspec.structs.replace
     get, whole = earlier.tracks.get, earlier.whole
-    joined = 0
+    joined = runs = 0
     for viewer_id, viewer in seen.items():
         before = get(viewer_id)
         if before is None:
@@ -335,11 +341,13 @@ def _listed(
                 else score is None
             ):
                 state[viewer_id] = before  # the run goes on: the poll costs no more than this
+                runs += 1
                 continue
             before = whole(viewer_id, before)
         if score is None:
             if not (before.missed or before.unlisted):
                 state[viewer_id] = _run(before, number, measured=False)
+                runs += 1
                 continue
         elif not before.streak and (score < recover_at if before.dropped else score >= drop_below):
             if (
@@ -349,6 +357,7 @@ def _listed(
                 and _exact(score, before.health_sum)
             ):
                 state[viewer_id] = _run(before, number, measured=True)
+                runs += 1
                 continue
             state[viewer_id] = after = _measured(before, viewer, score, polled_at)
             if before.missed or before.unlisted or before.last_score is None:
@@ -361,7 +370,7 @@ def _listed(
         state[viewer_id] = after = _observe_health(base, viewer, health, emissions, polled_at)
         if before.persisted_part() != after.persisted_part():
             upserts[viewer_id] = after
-    return joined
+    return joined, runs
 
 
 def _absent(
