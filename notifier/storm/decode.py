@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
 import msgspec
 
 from notifier.errors import StormSchemaError
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -94,14 +91,19 @@ class _Core(msgspec.Struct, gc=False):
     healthGrade: Any = None  # noqa: N815
 
 
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
 class _TypedCore(msgspec.Struct, gc=False):
     """The same fields as the API documents them, typed in C: the common case, decoded first.
+    Its ids are strings of 1 to ``MAX_ID_LENGTH`` characters.
 
-    A page with any other type in them (a score sent as a bool, say) is decoded again as
-    ``_Core``, whose per-viewer checks decide what each odd value means.
+    A page with anything else in them (a score sent as a bool, an id missing, empty or a
+    number, say) is decoded again as ``_Core``, whose per-viewer checks decide what each odd
+    value means.
     """
 
-    id: str | None = None
+    id: _Id
     healthScore: float | str | None = None  # noqa: N815
     healthGrade: str | None = None  # noqa: N815
 
@@ -164,11 +166,12 @@ def decode_page(body: bytes) -> Page:
     """Decode a 200 body; ``MalformedBody`` if it is not JSON, ``StormSchemaError`` if misshapen."""
     try:
         raw = _raw_decoder.decode(body)
-        cores: Sequence[_TypedCore | _Core]
+        typed: list[_TypedCore] | None
+        odd: list[_Core] = []
         try:
-            cores = _typed_decoder.decode(body).data.rows or []
+            typed = _typed_decoder.decode(body).data.rows or []
         except msgspec.ValidationError:
-            cores = _core_decoder.decode(body).data.rows or []
+            typed, odd = None, _core_decoder.decode(body).data.rows or []
     except msgspec.ValidationError as exc:
         raise StormSchemaError(f"unexpected viewer list shape: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -179,8 +182,9 @@ def decode_page(body: bytes) -> Page:
         raise StormSchemaError(
             f"the viewer list has no $.data.list but reports totalItems {total_items}"
         )
+    raws = data.rows or []
     return Page(
-        viewers=_viewers(cores, data.rows or []),
+        viewers=_viewers(typed, raws) if typed is not None else _odd_viewers(odd, raws),
         total_items=total_items,
         items_per_page=_positive(data.items_per_page),
         total_pages=_non_negative(data.total_pages),
@@ -212,28 +216,20 @@ def decode_found(body: bytes) -> list[Viewer]:
     return [decode_viewer(bytes(raw), f"$.data.found[{i}]") for i, raw in enumerate(found)]
 
 
-def _viewers(cores: Sequence[_TypedCore | _Core], raws: list[msgspec.Raw]) -> list[Viewer]:
-    """The page's viewers: ``_viewer`` of each, with the common case (a non-empty string id, a
-    float score, a string grade or none) done inline: this loop runs once per viewer per poll.
+def _viewers(cores: list[_TypedCore], raws: list[msgspec.Raw]) -> list[Viewer]:
+    """A typed page's viewers: ``_viewer`` of each, with the common case (a printable id, a
+    float score, a grade or none) done inline: this loop runs once per viewer per poll.
     """
     viewers: list[Viewer] = []
     append = viewers.append
     keys, isfinite = _grade_keys, math.isfinite
     for index, (core, raw) in enumerate(zip(cores, raws, strict=True)):
         viewer_id, score, grade = core.id, core.healthScore, core.healthGrade
-        if (
-            type(viewer_id) is not str
-            or not viewer_id
-            or len(viewer_id) > MAX_ID_LENGTH
-            or not viewer_id.isprintable()  # the rare id with other characters: _id_problem
-            or type(score) is not float
-        ):
+        if type(score) is not float or not viewer_id.isprintable():  # rare: _viewer decides
             append(_viewer(f"$.data.list[{index}]", core, raw))
             continue
         if grade is None:
             key = ""
-        elif type(grade) is not str:
-            grade, key = None, ""
         elif (key := keys.get(grade)) is None:  # type: ignore[assignment]
             key = _grade_key(grade)
             if len(keys) < _GRADE_KEYS_MAX:
@@ -241,6 +237,14 @@ def _viewers(cores: Sequence[_TypedCore | _Core], raws: list[msgspec.Raw]) -> li
         health = None if key == _NO_DATA_KEY or not isfinite(score) or not (score or key) else score
         append(Viewer(viewer_id, health, grade, raw))
     return viewers
+
+
+def _odd_viewers(cores: list[_Core], raws: list[msgspec.Raw]) -> list[Viewer]:
+    """The viewers of a page with odd types in it (``_Core``), each checked by ``_viewer``."""
+    return [
+        _viewer(f"$.data.list[{index}]", core, raw)
+        for index, (core, raw) in enumerate(zip(cores, raws, strict=True))
+    ]
 
 
 def _viewer(where: str, core: _Core | _TypedCore, raw: bytes | msgspec.Raw) -> Viewer:
