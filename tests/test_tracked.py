@@ -4,14 +4,18 @@ and nothing anyone reads of it differs from a state made whole after every poll.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier.config import DetectionSettings
-from notifier.detect.rules import Detection, Track, Tracked, detect
+from notifier.detect.rules import Detection, Track, Tracked, _observe_health, _seen, detect
 from notifier.storm import Viewer
+
+if TYPE_CHECKING:
+    from notifier.events import Emission
 
 IDS = ["a", "b", "c", "d", "e"]
 # Scores exact in binary (runs are lazy) and not (84.64: added once per poll), zeros of both signs.
@@ -43,7 +47,7 @@ config_strategy = st.builds(
         }
     ),
     st.integers(1, 4),
-    st.sampled_from([30, 50, 70]),
+    st.sampled_from([0, 30, 50, 70]),
     st.sampled_from([0, 20]),
     st.integers(1, 3),
 )
@@ -148,3 +152,20 @@ def test_a_session_of_scores_inexact_in_binary_averages_as_added_poll_by_poll() 
         expected += score
     assert state["a"].health_sum == expected
     assert round(expected / 4, 2) == 77.21
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    config=config_strategy,
+    score=st.one_of(st.none(), st.floats(-1, 101, allow_nan=False), st.sampled_from([0.0, -0.0])),
+)
+def test_a_join_is_tracked_as_the_general_rules_track_it(
+    config: DetectionSettings, score: float | None
+) -> None:
+    """The inline join (measured, heading for no drop) is the Track the general path builds."""
+    joined = viewer("a", score, "Good", 0)
+    got = detect({}, {"a": joined}, polled_at=5000, settings=config).state["a"]
+    emissions: list[Emission] = []
+    base = _seen(Track(record=joined.record_bytes(), seen_at=5000, connected_at=5000), joined)
+    want = _observe_health(base, joined, config.health, emissions, 5000)
+    assert repr(got) == repr(want)

@@ -326,8 +326,14 @@ def _listed(
             joined += 1
             record = viewer.record_bytes()
             emissions.append(Connected(viewer_id, record, initial))
-            base = _seen(Track(record=record, seen_at=polled_at, connected_at=polled_at), viewer)
-            after = _observe_health(base, viewer, health, emissions, polled_at)
+            score = viewer.health
+            if score is not None and score >= drop_below:  # the usual join, inline (a big event)
+                after = _joined(record, viewer, score, polled_at)
+            else:
+                base = _seen(
+                    Track(record=record, seen_at=polled_at, connected_at=polled_at), viewer
+                )
+                after = _observe_health(base, viewer, health, emissions, polled_at)
             state[viewer_id] = upserts[viewer_id] = after
             continue
         # The common cases inline, without an intermediate copy (what _observe_health would
@@ -415,6 +421,22 @@ def _absent(
             out.deletes.append(viewer_id)
         else:
             state[viewer_id] = upserts[viewer_id] = replace(before, missed=missed)
+
+
+def _joined(record: bytes, viewer: Viewer, score: float, polled_at: int) -> Track:
+    """A viewer first seen at ``polled_at``, measured at ``score``, heading for no drop."""
+    return Track(
+        record=record,
+        seen_at=polled_at,
+        last_score=score,
+        last_grade=viewer.health_grade,
+        connected_at=polled_at,
+        polls=1,
+        health_min=score,
+        health_max=score,
+        health_sum=0.0 + score,  # (a sum from 0.0: -0.0 is 0.0 here)
+        measured_polls=1,
+    )
 
 
 def _measured(before: Track, viewer: Viewer, score: float, polled_at: int) -> Track:
