@@ -61,7 +61,7 @@ def churned(poll: Poll, share: float, round_: int) -> Poll:
     gone = list(viewers)[round_ % step :: step]
     for number, viewer_id in enumerate(gone):
         old = viewers.pop(viewer_id)
-        record = json.loads(old.raw)
+        record = json.loads(old.record_bytes())
         record["id"] = new_id = f"{viewer_id}-r{round_}-{number}"
         raw = json.dumps(record, separators=(",", ":")).encode()
         viewers[new_id] = Viewer(new_id, old.health, old.health_grade, raw)
