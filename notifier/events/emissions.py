@@ -4,6 +4,10 @@ The rules know nothing of JSON keys, time formats or ids: an emission says what 
 terms of the poll (ids, records as the API sent them, milliseconds, scores), and
 ``envelope.render_data`` turns it into the event's ``data`` as ``docs/events.md`` documents.
 
+The viewer emissions are msgspec structs outside the garbage collector's view (they hold only
+plain values, so no cycle): a first poll of a big event makes 100,000 of them at once, and
+as tracked objects they set off full collections over the whole heap.
+
 Stream emissions (SPEC 4.1, ``detect.streams``) carry the stream's identity
 (``application_id``, ``stream_key``) and the figures of the poll after which they were
 decided; they form their own union, ``StreamEmission``, beside the viewer ones.
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar, Literal
+
+import msgspec
 
 __all__ = [
     "AudienceCrossed",
@@ -37,8 +43,7 @@ __all__ = [
 HealthChange = Literal["viewer.health_dropped", "viewer.health_recovered"]
 
 
-@dataclass(frozen=True, slots=True)
-class Connected:
+class Connected(msgspec.Struct, frozen=True, gc=False):
     """``viewer.connected``: a viewer id appeared in a complete poll."""
 
     type: ClassVar[Literal["viewer.connected"]] = "viewer.connected"
@@ -47,8 +52,7 @@ class Connected:
     initial: bool = False  # the poll started from no tracked state: already watching before
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+class Session(msgspec.Struct, frozen=True, gc=False):
     """What a viewer's session added up to, carried by its ``viewer.disconnected`` (SPEC 4.2).
 
     The counts cover the complete polls that saw the viewer; with ``complete`` False a restart
@@ -67,8 +71,7 @@ class Session:
     complete: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Disconnected:
+class Disconnected(msgspec.Struct, frozen=True, gc=False):
     """``viewer.disconnected``: a tracked viewer missed enough consecutive complete polls."""
 
     type: ClassVar[Literal["viewer.disconnected"]] = "viewer.disconnected"
@@ -78,8 +81,7 @@ class Disconnected:
     session: Session | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HealthChanged:
+class HealthChanged(msgspec.Struct, frozen=True, gc=False):
     """``viewer.health_dropped`` or ``viewer.health_recovered``, with the score before it."""
 
     type: HealthChange
