@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from notifier.config import DetectionSettings
 from notifier.detect.rules import Detection, Track, Tracked, _observe_health, _seen, detect
 from notifier.storm import Viewer
+from notifier.storm.decode import decode_page
 
 if TYPE_CHECKING:
     from notifier.events import Emission
@@ -169,3 +171,35 @@ def test_a_join_is_tracked_as_the_general_rules_track_it(
     base = _seen(Track(record=joined.record_bytes(), seen_at=5000, connected_at=5000), joined)
     want = _observe_health(base, joined, config.health, emissions, 5000)
     assert repr(got) == repr(want)
+
+
+def test_a_state_holds_the_page_bodies_only_while_most_viewers_are_in_a_run() -> None:
+    """Listed records are views of the page body: the state keeps them for its run Tracks
+    while those are most of it; with few runs it keeps copies of theirs and lets the body go."""
+
+    def page(scores: dict[str, float], at: int) -> dict[str, Viewer]:
+        rows = [
+            {"id": v, "healthScore": s, "healthGrade": "Good", "n": at} for v, s in scores.items()
+        ]
+        return {v.id: v for v in decode_page(json.dumps({"data": {"list": rows}}).encode()).viewers}
+
+    config = DetectionSettings()
+    first = page({"a": 80.0, "b": 80.0, "c": 80.0, "d": 80.0}, 0)
+    state = detect({}, first, polled_at=0, settings=config).state
+    steady = detect(
+        state,
+        page({"a": 80.0, "b": 80.0, "c": 80.0, "d": 81.0}, 1),
+        polled_at=1000,
+        settings=config,
+    ).state
+    assert isinstance(steady._seen["a"].raw, msgspec.Raw)  # 3 of 4 in a run: the body is kept
+    few = detect(
+        steady,
+        page({"a": 80.0, "b": 82.0, "c": 83.0, "d": 84.0}, 2),
+        polled_at=2000,
+        settings=config,
+    ).state
+    assert few.tracks["a"].run >= 0
+    assert list(few._seen) == ["a"]  # 1 of 4: a copy of its record alone
+    assert type(few._seen["a"].raw) is bytes
+    assert [json.loads(few[v].record)["n"] for v in "abcd"] == [2, 2, 2, 2]

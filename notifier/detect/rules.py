@@ -133,9 +133,11 @@ def _exact(score: float, health_sum: float) -> bool:
     2**-10 (any integer score, 87.5, 93.25), the score not zero, neither large.
 
     Adding such a score poll after poll to such a sum is exact (every partial sum is a
-    multiple of 2**-10 below 2**43), so ``_whole``'s ``sum + score * polls`` is the very float
-    that adding it once per poll gives. Any other score (84.64) is added once per poll, as
-    ever. Zero is left out because ``-0.0 == 0.0``: a run would keep the first one's sign.
+    multiple of 2**-10 below 2**43, for runs of up to 7.7 billion polls), so ``_whole``'s
+    ``sum + score * polls`` is the very float that adding it once per poll gives. Any other
+    score (84.64) is added once per poll, as ever, and so is every score of a session whose sum
+    took one: integer scores (as Storm sends them) keep the lazy path. Zero is left out because
+    ``-0.0 == 0.0``: a run would keep the first one's sign.
     """
     scale = _EXACT_SCALE
     return (
@@ -202,10 +204,20 @@ class Tracked(Mapping[str, Track]):
             raise ValueError("a Track of a run outside its Tracked")
         return cls(dict(tracks), {}, number=0, polled_at=0)
 
-    def forget_seen(self) -> None:
-        """Let the poll's viewers go (their records are views of its page bodies): no Track is
-        of a run."""
-        self._seen = {}
+    def release_bodies(self, runs: int) -> None:
+        """After ``detect``: let the poll's page bodies go (its listed records are views of
+        them) unless most Tracks, ``runs`` of them, are of a run and need them. With none, no
+        record of the poll is needed; with few, those of the runs are copied (the other Tracks
+        hold copies already), so no record is held twice."""
+        if not runs:
+            self._seen = {}
+        elif runs * 2 < len(self._seen):
+            tracks, replace = self._tracks, msgspec.structs.replace
+            self._seen = {
+                viewer_id: replace(viewer, raw=viewer.record_bytes())
+                for viewer_id, viewer in self._seen.items()
+                if tracks[viewer_id].run >= 0
+            }
 
     @property
     def tracks(self) -> Mapping[str, Track]:
@@ -286,8 +298,7 @@ def detect(
     after = Tracked(state, seen, number=number, polled_at=polled_at)
     detection = Detection(after, upserts, deletes, emissions)
     joined, runs = _listed(earlier, seen, state, detection, settings=settings, initial=initial)
-    if not runs:  # every Track is whole (a first poll): the page bodies may go
-        after.forget_seen()
+    after.release_bodies(runs)
     if len(seen) - joined < len(earlier):  # some tracked viewers were not listed
         _absent(
             earlier,

@@ -53,7 +53,9 @@ class Viewer(msgspec.Struct, frozen=True, gc=False):
     (``healthGrade`` "No Data" in any spelling, or score 0 with no or an empty grade, or no
     usable score at all).
     ``raw`` is the record exactly as the API returned it (JSON bytes): from a list page, a view
-    of the page's body (which it keeps alive); ``record_bytes`` is a copy of its own.
+    of the page's body (which it keeps alive); ``record_bytes`` is a copy of its own. A view
+    is neither equal to bytes nor hashable nor joined with ``+``: compare, keep or concatenate
+    ``record_bytes()``.
     """
 
     id: str
