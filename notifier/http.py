@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RETRY_AFTER_CEILING",
     "client_ssl",
+    "connect_reason",
     "delivery_retryable",
     "parse_retry_after",
     "redact_url",
@@ -110,7 +111,7 @@ def transport_reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return _connect_reason(exc.os_error)
+        return connect_reason(exc.os_error)
     detail = _URL.sub(lambda m: redact_url(m.group(0)), " ".join(str(exc).split()))[:200]
     return f"transport error: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
@@ -124,7 +125,7 @@ _CONNECT_ERRNOS = {
 }
 
 
-def _connect_reason(error: OSError) -> str:
+def connect_reason(error: OSError) -> str:
     """``connection refused``, ``cannot resolve the host``...: the cause, not asyncio's text."""
     if isinstance(error, socket.gaierror):
         return "cannot resolve the host name"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, FilePath, SecretStr, field_validator, model_validator
@@ -13,6 +14,22 @@ from notifier.sinks.settings import DeliveryNeeds, HttpUrlSecret, SinkBaseSettin
 from notifier.unset import is_unset
 
 __all__ = ["WebhookSinkSettings", "signing_key"]
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
+_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # no control characters, no line breaks
+_SET_BY_THE_SINK = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
 
 
 def signing_key(secret: SecretStr) -> bytes:
@@ -68,6 +85,20 @@ class WebhookSinkSettings(SinkBaseSettings):
     def delivery_needs(self) -> DeliveryNeeds:
         """``concurrency`` requests at once; one takes its timeout plus a batch's wait."""
         return DeliveryNeeds(self.concurrency, self.timeout + self.batch_wait + 5.0)
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, secret in value.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not an HTTP token")
+            if name.lower() in _SET_BY_THE_SINK:
+                raise ValueError(f"header {name} is set by the sink itself: remove it")
+            if not is_unset(secret) and not _VALUE.fullmatch(secret.get_secret_value()):
+                raise ValueError(
+                    f"header {name}: the value must be printable Latin-1 text on one line"
+                )
+        return value
 
     @field_validator("secret", mode="before")
     @classmethod

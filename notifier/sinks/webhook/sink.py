@@ -8,6 +8,10 @@ The answer's status decides (``http.classify``). A 2xx is delivered as soon as i
 line arrives: its body is never waited for (one that is slow, huge or never comes must not
 turn an accepted event into a timeout and a redelivery); of any other answer at most
 ``ANSWER_LIMIT`` bytes are read, for the reason.
+
+Requests go out through a ``poster.Poster`` of the sink's own (keep-alive connections to the
+one URL, a request written as prepared bytes): the headers that are the same for every request
+are serialised once, here, and each request adds only its id, timestamp and signature.
 """
 
 from __future__ import annotations
@@ -19,15 +23,15 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-import aiohttp
 import structlog
 
 from notifier import __version__
 from notifier.events import CONTENT_TYPE
-from notifier.http import client_ssl
-from notifier.sinks.base import Batching, Outcome
-from notifier.sinks.http import classify, transport_failure
+from notifier.http import client_ssl, transport_reason
+from notifier.sinks.base import Batching, Outcome, Retry
+from notifier.sinks.http import classify
 from notifier.sinks.webhook.config import WebhookSinkSettings, signing_key
+from notifier.sinks.webhook.poster import Poster, PostError, Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -57,28 +61,22 @@ def sign(keys: Sequence[bytes | hmac.HMAC], message_id: str, timestamp: int, bod
 
 
 class WebhookSink:
-    """POSTs events to one URL. Pass in the session, or let it make its own."""
+    """POSTs events to one URL over connections of its own."""
 
     def __init__(
-        self,
-        settings: WebhookSinkSettings,
-        session: aiohttp.ClientSession | None = None,
-        *,
-        wall_clock: Callable[[], float] = time.time,
+        self, settings: WebhookSinkSettings, *, wall_clock: Callable[[], float] = time.time
     ) -> None:
         self.settings = settings
-        self._url = settings.url.get_secret_value()
         self._keys = [
             hmac.new(signing_key(secret), digestmod=hashlib.sha256) for secret in settings.secret
         ]
-        self._headers = {  # the same for every request; copied and completed per request
-            **{k: v.get_secret_value() for k, v in settings.headers.items()},
-            "Content-Type": CONTENT_TYPE,
-            "User-Agent": f"storm-notifier/{__version__}",
-        }
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
-        # Given per request, so that it holds for a session passed in too.
-        self._ssl = client_ssl(verify_tls=settings.verify_tls, ca_file=settings.ca_file)
+        extra = {k: v.get_secret_value() for k, v in settings.headers.items()}
+        given = {name.lower() for name in extra}
+        target = Target.of(settings.url.get_secret_value(), auth="authorization" not in given)
+        common = [*extra.items(), ("User-Agent", f"storm-notifier/{__version__}")]
+        self._head = _lines([*common, ("Content-Type", CONTENT_TYPE)])
+        self._batch_head = _lines([*common, ("Content-Type", BATCH_CONTENT_TYPE)])
+        verify = client_ssl(verify_tls=settings.verify_tls, ca_file=settings.ca_file)
         if not settings.verify_tls:
             structlog.get_logger("notifier.sink").warning(
                 "sink.tls_unverified",
@@ -87,12 +85,9 @@ class WebhookSink:
                 " events and the URL's token",
                 hint="give ca_file for a private CA, or remove verify_tls: false",
             )
-        self._own_session = session is None
-        self._session = session or aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.concurrency), trust_env=False
-        )
+        self._poster = Poster(target, verify=verify)
         self._wall_clock = wall_clock
-        self._second = (-1, "")  # the last timestamp, and as text
+        self._second = (-1, b"")  # the last timestamp, and its header line
 
     @property
     def batching(self) -> Batching:
@@ -103,36 +98,37 @@ class WebhookSink:
 
     async def deliver(self, events: Sequence[Event]) -> Outcome:
         """One signed POST (in batch mode, always a JSON array); the answer decides."""
-        headers = self._headers.copy()
         if self.settings.batch_size == 1:
-            body, message_id = events[0].body, events[0].id
+            body, message_id, head = events[0].body, events[0].id, self._head
         else:
             body = b"[" + b",".join(e.body for e in events) + b"]"
             message_id = str(uuid.uuid5(_BATCH_NAMESPACE, ",".join(e.id for e in events)))
-            headers["Content-Type"] = BATCH_CONTENT_TYPE
+            head = self._batch_head
         timestamp = int(self._wall_clock())
         if timestamp != self._second[0]:
-            self._second = (timestamp, str(timestamp))
-        headers["webhook-id"] = message_id
-        headers["webhook-timestamp"] = self._second[1]
-        headers["webhook-signature"] = sign(self._keys, message_id, timestamp, body)
+            self._second = (timestamp, b"webhook-timestamp: %d\r\n" % timestamp)
+        signature = sign(self._keys, message_id, timestamp, body)
+        head = b"%swebhook-id: %s\r\n%swebhook-signature: %s\r\n" % (
+            head,
+            message_id.encode(),
+            self._second[1],
+            signature.encode(),
+        )
         try:
-            async with self._session.post(
-                self._url,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-                ssl=self._ssl,
-            ) as response:
-                if 200 <= response.status < 300:  # the status is the answer: no body awaited
-                    return classify(response.status, response.headers, b"")
-                answer = await response.content.read(ANSWER_LIMIT)
-                return classify(response.status, response.headers, answer)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return transport_failure(exc, self.settings.timeout)
+            answer = await self._poster.post(
+                head, body, within=self.settings.timeout, read=ANSWER_LIMIT
+            )
+        except TimeoutError as exc:
+            return Retry(transport_reason(exc, self.settings.timeout))
+        except PostError as exc:
+            return Retry(str(exc))
+        return classify(answer.status, answer.headers, answer.body)
 
     async def aclose(self) -> None:
-        """Close the session if it is ours."""
-        if self._own_session and not self._session.closed:
-            await self._session.close()
+        """Close the connections."""
+        await self._poster.aclose()
+
+
+def _lines(headers: Sequence[tuple[str, str]]) -> bytes:
+    """Header lines, each ending in CRLF (names and values were checked by the settings)."""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("latin-1")
