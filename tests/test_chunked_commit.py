@@ -13,7 +13,8 @@ from notifier.config import DetectionSettings
 from notifier.detect.chunks import plan
 from notifier.detect.encoding import encode_poll
 from notifier.detect.rules import detect
-from notifier.detect.scripts import COMMIT
+from notifier.detect.scripts import CHECK, COMMIT
+from notifier.detect.senders import ChunkWrite, OneByOne, Sender, Transaction, transaction
 from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot, StateStore
 from notifier.errors import StateError
 from notifier.keys import ClusterKeys
@@ -198,15 +199,17 @@ async def test_a_fenced_poller_stops_and_the_new_leader_carries_on_from_its_chun
     assert_exactly_once(await stream(redis), 1000)
 
 
-async def test_a_chunk_sent_twice_writes_once(redis: Redis) -> None:
-    """A client that re-sends the last chunk after a lost reply is answered "ok" and writes
-    nothing twice; any earlier chunk sent again is stale."""
+@pytest.mark.parametrize("kind", ["transaction", "script"])
+async def test_a_chunk_sent_twice_writes_once(redis: Redis, kind: str) -> None:
+    """A chunk sent again after it was applied (a lost reply, a commit resumed from the wrong
+    chunk) is answered "ok" if it was the last one applied and "stale" if an earlier one, and
+    writes nothing twice: as a transaction (one Redis) and as the COMMIT script (a cluster)."""
 
     class Records(StateStore):
-        sent: ClassVar[list[tuple[list[str], list[Any]]]] = []
+        sent: ClassVar[list[ChunkWrite]] = []
 
-        async def _before_chunk(self, _: int, keys: list[str], args: list[Any]) -> None:
-            self.sent.append((keys, args))
+        async def _before_chunk(self, _: int, write: ChunkWrite) -> None:
+            self.sent.append(write)
 
     lease = await leader(redis)
     store = Records(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
@@ -216,11 +219,80 @@ async def test_a_chunk_sent_twice_writes_once(redis: Redis) -> None:
         snapshot, detection, events, lease=lease, polled_at=1000
     )
     assert outcome is CommitOutcome.COMMITTED
-    sha = await redis.script_load(COMMIT)
-    replies = [await redis.evalsha(sha, len(k), *k, *a) for k, a in Records.sent]
-    assert replies[-1] == [b"ok", generation]
-    assert {status for status, _ in replies[:-1]} == {b"stale"}
+    assert len(Records.sent) > 1
+    sender = await again(redis, kind)
+    replies = []
+    try:
+        for write in Records.sent:
+            await sender.send(write)
+            replies.append(await sender.receive())
+    finally:
+        await sender.close()
+    assert replies[-1] == ("ok", generation)
+    assert {status for status, _ in replies[:-1]} == {"stale"}
     assert [e["id"] for e in await stream(redis)] == [e.id for e in events]
+    assert await redis.hget(KEYS.meta, "generation") == str(generation).encode()
+
+
+async def again(redis: Redis, kind: str) -> Sender:
+    """A sender of the kind asked for, on ``redis``."""
+    settings: dict[str, Any] = {"maxlen": 100_000, "lease_ttl_ms": 30_000}
+    if kind == "script":
+        return OneByOne(redis.register_script(COMMIT), KEYS, **settings)
+    check = await redis.script_load(CHECK)
+    sender = await transaction(redis, KEYS, check=check, **settings)
+    assert sender is not None
+    return sender
+
+
+async def test_a_transaction_whose_state_moves_after_its_check_writes_nothing(
+    redis: Redis,
+) -> None:
+    """Another writer moves the meta hash between a chunk's check and its EXEC: Redis discards
+    the transaction (WATCH), the chunk is reported stale, and nothing of it is written."""
+
+    class Interrupted(Transaction):
+        async def send(self, write: ChunkWrite) -> None:
+            parts, queued = self.commands(write)
+            connection = self._connection
+            assert connection is not None
+            self._queued.append(queued)
+            self.in_flight += 1
+            await connection.send_packed_command(parts[:-1])  # all but the EXEC
+            await until_queued(redis, queued)  # checked, watching, the writes queued
+            await redis.hset(KEYS.meta, "generation", write.generation)  # the same value
+            await connection.send_packed_command(parts[-1:])
+
+    lease = await leader(redis)
+    store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store.load()
+    detection, events = poll(snapshot, range(10))
+    (chunk,) = plan(detection, len(events), CHUNK)
+    write = StateStore._write(detection, chunk, events, 1)
+    write.lease, write.commit, write.sequence, write.polled_at = lease, "c", len(events), 1000
+    check = await redis.script_load(CHECK)
+    sender = await transaction(redis, KEYS, check=check, maxlen=100_000, lease_ttl_ms=30_000)
+    assert sender is not None
+    interrupted = Interrupted(
+        redis, sender._connection, sender._socket, KEYS,  # type: ignore[arg-type]
+        check=check, maxlen=100_000, lease_ttl_ms=30_000,
+    )  # fmt: skip
+    try:
+        await interrupted.send(write)
+        assert await interrupted.receive() == ("stale", 0)
+    finally:
+        await interrupted.close()
+    assert await stream(redis) == []
+    assert await redis.hlen(KEYS.viewers) == 0
+    assert await redis.hget(KEYS.meta, "commit") is None
+
+
+async def until_queued(redis: Redis, commands: int) -> None:
+    """Until a client of ``redis`` is in a MULTI with ``commands`` commands queued."""
+    while True:
+        clients = await redis.client_list()
+        if any(client.get("multi") == str(commands) for client in clients):
+            return
 
 
 async def test_a_stale_leader_writes_no_chunk(redis: Redis) -> None:

@@ -15,6 +15,7 @@ from notifier.events import EncodedEvent, Envelope
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from notifier.detect.resp import XaddFrame
     from notifier.events import Emission, StreamEmission
 
 __all__ = ["PollEvents", "encode_poll"]
@@ -59,6 +60,18 @@ class PollEvents(Sequence[EncodedEvent]):
 
     def __iter__(self) -> Iterator[EncodedEvent]:
         return (self._encode(i) for i in range(len(self._emissions)))
+
+    def xadds(self, start: int, end: int, frame: XaddFrame) -> list[bytes]:
+        """Events ``[start, end)`` as the XADD commands of their stream entries, framed: what
+        their ``values()`` would be packed into, without the events made on the way."""
+        encode, entry = self._envelope.encode_emission, frame.entry
+        commands = []
+        sequence = self._after + start
+        for emission in self._emissions[start:end]:
+            sequence += 1
+            event_id, body = encode(emission, sequence)
+            commands.append(entry(emission.type, event_id.encode(), body))
+        return commands
 
     def types(self) -> Iterator[str]:
         """The events' types, in order (nothing is encoded)."""

@@ -2,37 +2,45 @@
 
 Every script touches only keys of one cluster (one hash tag), so each is atomic on a Redis
 Cluster too, and each does a bounded amount of work: at most ``detection.commit_chunk`` writes.
+``COMMIT`` is a whole chunk in one script (a Redis Cluster, the demo's embedded Redis);
+``CHECK`` only its checks, in front of the chunk's MULTI/EXEC (a single Redis server).
 """
 
 from __future__ import annotations
 
-__all__ = ["COMMIT", "META"]
+__all__ = ["CHECK", "COMMIT", "META"]
 
 META = """
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 """
 
+
 # The generation the chunk was computed against, a re-sent copy of the same chunk, the
 # fencing token. A lease that ran out with nobody taking it since (the fence still at the
 # chunk's token: Redis was paused, or restarted from its AOF) is still the writer's: the chunk
-# takes it back for the lease's TTL (ARGV[16]) and goes on.
-_CHECKS = """
+# takes it back for the lease's TTL and goes on. ``refused`` is why the chunk must not be
+# applied: "ok" (it was, a copy of it came first), "stale" or "fenced".
+def _checks(fence: str, ttl: str) -> str:
+    return f"""
 local meta = KEYS[1]
 local generation = tonumber(redis.call('HGET', meta, 'generation') or '0')
+local refused
 if generation ~= tonumber(ARGV[1]) then
-  if redis.call('HGET', meta, 'commit') == ARGV[3] then return {'ok', generation} end
-  return {'stale', generation}
-end
-local holder = redis.call('GET', KEYS[2])
-if holder ~= ARGV[2] then
-  local token = string.match(ARGV[2], ':(%d+)$')
-  if holder or not token or redis.call('GET', KEYS[6]) ~= token then
-    return {'fenced', generation}
+  refused = redis.call('HGET', meta, 'commit') == ARGV[3] and 'ok' or 'stale'
+else
+  local holder = redis.call('GET', KEYS[2])
+  if holder ~= ARGV[2] then
+    local token = string.match(ARGV[2], ':(%d+)$')
+    if holder or not token or redis.call('GET', {fence}) ~= token then
+      refused = 'fenced'
+    else
+      redis.call('SET', KEYS[2], ARGV[2], 'PX', {ttl})
+    end
   end
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[16])
 end
 """
+
 
 # One HSET of the meta hash per chunk (a poll's first chunk also counts the poll).
 _MOVE_ON = """
@@ -51,8 +59,9 @@ end
 # states are kept, '-1': they no longer are, '': as they were), the three entry field names,
 # the lease's TTL (ms), the data.
 COMMIT = (
-    _CHECKS
+    _checks("KEYS[6]", "ARGV[16]")
     + """
+if refused then return {refused, generation} end
 local viewers, events, maxlen = KEYS[3], KEYS[4], ARGV[6]
 local upserts, deletes, count = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local stream_upserts, stream_deletes = tonumber(ARGV[10]), tonumber(ARGV[11])
@@ -94,5 +103,21 @@ end
     + _MOVE_ON
     + """
 return {'ok', generation + 1}
+"""
+)
+
+# The check before one chunk's transaction (``senders.Transaction``), sent between its
+# ``WATCH meta fence`` and its MULTI. KEYS: meta, lease, fence. ARGV: generation, lease, commit
+# (chunk) id, the lease's TTL (ms). A refused chunk writes the generation it found back (the
+# same value: nothing changes), which marks the watched meta hash modified, so Redis discards
+# the transaction queued behind the check instead of applying it.
+CHECK = (
+    _checks("KEYS[3]", "ARGV[4]")
+    + """
+if refused then
+  redis.call('HSET', meta, 'generation', generation)
+  return {refused, generation}
+end
+return {'go', generation}
 """
 )

@@ -1,101 +1,304 @@
 """How the store sends a commit's chunks: in order, the next one on its way while Redis applies
 the one before (``store`` says why the order matters: each chunk checks the generation the one
-before it left)."""
+before it left).
+
+A chunk goes as one of two things, the same writes either way:
+
+- ``Transaction`` (a single Redis server): ``WATCH meta fence``, the ``CHECK`` script, then the
+  writes as plain commands in ``MULTI``/``EXEC``. A refused check marks the watched meta hash
+  modified (``scripts``), so Redis discards the transaction behind it; anything else that moves
+  the generation or the fence between the WATCH and the EXEC does the same. Redis runs the
+  commands natively: a script would first copy every argument into Lua and back (a first poll
+  of 100k viewers sends 125 MB of them), which cost as much Redis time as the writes.
+- ``OneByOne`` (a Redis Cluster client, which routes each call by its keys, or a client with no
+  socket, the demo's embedded Redis): the ``COMMIT`` script, one chunk at a time.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Protocol
+import collections
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from notifier.detect.encoding import PollEvents
+from notifier.detect.resp import XaddFrame, command
+from notifier.events import ENTRY_FIELDS
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from redis.asyncio import Redis
     from redis.asyncio.connection import AbstractConnection
     from redis.commands.core import AsyncScript
 
-__all__ = ["OneByOne", "Pipelined", "Sender"]
+    from notifier.events import EncodedEvent
+    from notifier.keys import ClusterKeys
+
+__all__ = ["ChunkWrite", "OneByOne", "Sender", "Transaction", "transaction"]
+
+
+@dataclass(slots=True)
+class ChunkWrite:
+    """One chunk of a commit: what it is checked against and what it writes."""
+
+    generation: int  # the generation Redis must be at (the chunk before left it)
+    lease: str  # the lease the commit is written under
+    commit: str  # the chunk's id (``meta.commit`` once it is applied)
+    sequence: int  # the last event's sequence after the chunk
+    polled_at: int | None  # the poll's start (ms), on a poll's first chunk; else None
+    keep: str  # the stream states: "1" kept from now on, "-1" no longer, "" as they were
+    upserts: list[str | bytes]  # viewer id, stored state, ...
+    deletes: list[str]  # viewer ids
+    events: Sequence[EncodedEvent]  # the commit's events; the chunk's are [start, end)
+    start: int
+    end: int
+    stream_upserts: list[str | bytes]  # stream name, stored state, ...
+    stream_deletes: list[str | bytes]
 
 
 class Sender(Protocol):
-    """Sends commit scripts and gives their replies back in the order sent."""
+    """Sends chunks and gives their replies back in the order sent: ``(status, generation)``,
+    status one of "ok", "stale", "fenced" (``CommitOutcome``)."""
 
     window: int  # chunks in flight at most
     in_flight: int
 
-    async def send(self, keys: list[str], args: list[Any]) -> None: ...
+    async def send(self, write: ChunkWrite) -> None: ...
 
-    async def receive(self) -> Any: ...
+    async def receive(self) -> tuple[str, int]: ...
 
     async def close(self) -> None: ...
 
 
-class Pipelined:
-    """Chunks one after the other on one connection, the next sent before the reply to the
-    one before is read: Redis applies one while the next is encoded and waits in its socket,
-    so it never idles between chunks. Scripts on one connection run in the order sent.
+_MULTI: Final = command("MULTI")
+_EXEC: Final = command("EXEC")
+_READ: Final = 1 << 16
 
-    A chunk is packed by hiredis in C: a first poll of 100k viewers sends 140 MB of arguments,
-    and redis-py's asyncio connection packs them in Python (about twice the time).
+
+class Transaction:
+    """Chunks as transactions, one after the other on one connection, the next sent before the
+    reply to the one before is read: Redis applies one while the next is encoded and waits in
+    its socket, so it never idles between chunks.
+
+    The replies (one per command, a thousand ``QUEUED`` per chunk) are read straight off the
+    connection's socket by hiredis, not one ``read_response()`` each: that costs some 4 µs a
+    reply, as much as encoding the event. The connection comes from the client's pool (its
+    login, TLS and database done) and goes back to it only when every reply was read.
     """
 
     window = 2
 
-    def __init__(self, redis: Redis, sha: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        connection: AbstractConnection,
+        reader: asyncio.StreamReader,
+        keys: ClusterKeys,
+        *,
+        check: str,
+        maxlen: int,
+        lease_ttl_ms: int,
+    ) -> None:
+        """Use ``transaction()``: it makes one when the connection has a socket to read."""
         self._pool = redis.connection_pool
-        self._sha = sha
-        self._connection: AbstractConnection | None = None
+        self._connection: AbstractConnection | None = connection
+        self._socket = reader
+        self._replies = hiredis.Reader(replyError=ResponseError)
+        timeout = getattr(connection, "socket_timeout", None)
+        self._timeout = float(timeout) if timeout else None
+        self._keys = keys
+        self._check = check
+        self._maxlen = maxlen
+        self._ttl = lease_ttl_ms
+        self._frame = XaddFrame(keys.events)
+        self._watch = command("WATCH", keys.meta, keys.fence)
+        self._queued: collections.deque[int] = collections.deque()
         self.in_flight = 0
 
-    async def send(self, keys: list[str], args: list[Any]) -> None:
+    async def send(self, write: ChunkWrite) -> None:
         if self._connection is None:
-            self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        command = hiredis.pack_command(("EVALSHA", self._sha, len(keys), *keys, *args))
-        await self._connection.send_packed_command(command)
-        self.in_flight += 1
+            raise AssertionError("the transaction sender is closed")
+        parts, queued = self.commands(write)
+        self._queued.append(queued)
+        self.in_flight += 1  # before the first byte: a send cut off leaves the connection dirty
+        await self._connection.send_packed_command(parts, check_health=False)
 
-    async def receive(self) -> Any:
-        if self._connection is None or not self.in_flight:
+    async def receive(self) -> tuple[str, int]:
+        if not self.in_flight:
             raise AssertionError("no chunk in flight")
+        await self._reply()  # WATCH: OK
+        check = await self._reply()
+        await self._reply()  # MULTI: OK
+        refused: ResponseError | None = None
+        for _ in range(self._queued[0]):
+            reply = await self._reply()
+            if refused is None and isinstance(reply, ResponseError):
+                refused = reply  # refused as it was queued (OOM): the EXEC discards them all
+        applied = await self._reply()
+        self._queued.popleft()  # every reply of the chunk read: the connection is clean again
         self.in_flight -= 1
-        return await self._connection.read_response()
+        status, generation = _check_reply(check)
+        if refused is not None:
+            raise refused
+        if isinstance(applied, ResponseError):
+            raise applied
+        if status != "go":
+            if applied is not None:
+                raise AssertionError(f"a chunk refused as {status} was applied")
+            return status, generation
+        if applied is None:  # the generation or the fence moved between the WATCH and EXEC
+            return "stale", generation
+        failed = next((reply for reply in applied if isinstance(reply, ResponseError)), None)
+        if failed is not None:  # a key of the wrong type: the rest was applied
+            raise failed
+        return "ok", generation + 1
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:
             return
         try:
-            if self.in_flight:  # a chunk after a refused one (it is refused too), or a fault
+            if self.in_flight or self._replies.has_data():  # a refused chunk, or a fault
                 await connection.disconnect()
         finally:
             self.in_flight = 0
+            self._queued.clear()
             await self._pool.release(connection)
+
+    def commands(self, write: ChunkWrite) -> tuple[list[bytes], int]:
+        """The chunk as the commands sent (``WATCH``, the check, ``MULTI``, the writes,
+        ``EXEC``), and how many of them ``MULTI`` queues."""
+        keys = self._keys
+        check = command(
+            "EVALSHA", self._check, 3, keys.meta, keys.lease, keys.fence,
+            write.generation, write.lease, write.commit, self._ttl,
+        )  # fmt: skip
+        writes: list[bytes] = []
+        if write.keep == "1":
+            writes.append(command("HSET", keys.meta, "audiences", 1))
+        elif write.keep == "-1":
+            writes += (command("HDEL", keys.meta, "audiences"), command("DEL", keys.streams))
+        if write.upserts:
+            writes.append(command("HSET", keys.viewers, *write.upserts))
+        if write.deletes:
+            writes.append(command("HDEL", keys.viewers, *write.deletes))
+        if write.end > write.start:
+            writes += _xadds(write.events, write.start, write.end, self._frame)
+            writes.append(command("XTRIM", keys.events, "MAXLEN", "~", self._maxlen))
+        if write.stream_upserts:
+            writes.append(command("HSET", keys.streams, *write.stream_upserts))
+        if write.stream_deletes:
+            writes.append(command("HDEL", keys.streams, *write.stream_deletes))
+        moved: list[str | int] = ["generation", write.generation + 1, "sequence", write.sequence]
+        moved += ("commit", write.commit)
+        if write.polled_at is not None:
+            moved += ("polled_at", write.polled_at)
+        writes.append(command("HSET", keys.meta, *moved))
+        if write.polled_at is not None:
+            writes.append(command("HINCRBY", keys.meta, "polls", 1))
+        return [self._watch, check, _MULTI, *writes, _EXEC], len(writes)
+
+    async def _reply(self) -> Any:
+        while True:
+            reply = self._replies.gets()
+            if reply is not False:
+                return reply
+            async with asyncio.timeout(self._timeout):
+                data = await self._socket.read(_READ)
+            if not data:
+                raise RedisConnectionError("Redis closed the connection during a commit")
+            self._replies.feed(data)
+
+
+async def transaction(
+    redis: Redis, keys: ClusterKeys, *, check: str, maxlen: int, lease_ttl_ms: int
+) -> Transaction | None:
+    """A ``Transaction`` on a connection of ``redis``'s pool; None if that connection has no
+    socket to read (the embedded Redis of the demo)."""
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    reader = getattr(connection, "_reader", None)
+    if not isinstance(reader, asyncio.StreamReader):
+        await pool.release(connection)
+        return None
+    return Transaction(
+        redis, connection, reader, keys, check=check, maxlen=maxlen, lease_ttl_ms=lease_ttl_ms
+    )
+
+
+def _xadds(events: Sequence[EncodedEvent], start: int, end: int, frame: XaddFrame) -> list[bytes]:
+    if isinstance(events, PollEvents):
+        return events.xadds(start, end, frame)
+    return [frame.entry(e.type, e.id.encode(), e.body) for e in events[start:end]]
+
+
+def _check_reply(reply: Any) -> tuple[str, int]:
+    if isinstance(reply, ResponseError):
+        raise reply
+    status, generation = reply
+    return status.decode(), int(generation)
 
 
 class OneByOne:
-    """One chunk at a time, for a Redis Cluster client (it routes each call by its keys); the
-    next chunk is still encoded while Redis applies the one before."""
+    """One chunk at a time as one ``COMMIT`` script; the next chunk is still encoded while Redis
+    applies the one before."""
 
     window = 1
 
-    def __init__(self, script: AsyncScript) -> None:
+    def __init__(self, script: AsyncScript, keys: ClusterKeys, *, maxlen: int, lease_ttl_ms: int):
         self._script = script
+        self._keys = [keys.meta, keys.lease, keys.viewers, keys.events, keys.streams, keys.fence]
+        self._maxlen = maxlen
+        self._ttl = lease_ttl_ms
         self._pending: asyncio.Future[Any] | None = None
         self.in_flight = 0
 
-    async def send(self, keys: list[str], args: list[Any]) -> None:
-        self._pending = asyncio.ensure_future(self._script(keys=keys, args=args))
+    async def send(self, write: ChunkWrite) -> None:
+        args = self.arguments(write)
+        self._pending = asyncio.ensure_future(self._script(keys=self._keys, args=args))
         self.in_flight = 1
         await asyncio.sleep(0)  # on its way before the next chunk is encoded
 
-    async def receive(self) -> Any:
+    async def receive(self) -> tuple[str, int]:
         pending, self._pending = self._pending, None
         if pending is None:
             raise AssertionError("no chunk in flight")
         self.in_flight = 0
-        return await pending
+        status, generation = await pending
+        text = status.decode() if isinstance(status, bytes) else str(status)
+        return text, int(generation)
 
     async def close(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
             self._pending, self.in_flight = None, 0
+
+    def arguments(self, write: ChunkWrite) -> list[Any]:
+        """The script's ARGV for ``write`` (``scripts.COMMIT`` names them)."""
+        events = write.events[write.start : write.end]
+        args: list[Any] = [
+            write.generation,
+            write.lease,
+            write.commit,
+            write.sequence,
+            "" if write.polled_at is None else write.polled_at,
+            self._maxlen,
+            len(write.upserts) // 2,
+            len(write.deletes),
+            len(events),
+            len(write.stream_upserts) // 2,
+            len(write.stream_deletes),
+            write.keep,
+            *ENTRY_FIELDS,
+            self._ttl,
+            *write.upserts,
+            *write.deletes,
+        ]
+        for event in events:
+            args += event.values()
+        return [*args, *write.stream_upserts, *write.stream_deletes]

@@ -131,9 +131,9 @@ class DetectionSettings(Frozen):
         default=2000,
         ge=10,
         le=100_000,
-        description="state changes and events per Redis script at most: a larger poll (a first"
-        " poll of a big audience) is written in chunks of this size, each holding all the writes"
-        " of its viewers, so that Redis is never busy with one script for long",
+        description="state changes and events per Redis transaction at most: a larger poll (a"
+        " first poll of a big audience) is written in chunks of this size, each holding all the"
+        " writes of its viewers, so that Redis is never busy with one for long",
     )
     record_refresh: Seconds = Field(
         default=60.0,

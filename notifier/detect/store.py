@@ -7,8 +7,9 @@ event's), ``epoch`` (a UUID that seeds event ids), ``polls``, ``polled_at`` and 
 id of the last script applied).
 
 A poll's writes go in **chunks** of at most ``chunk_ops`` operations (state changes and events),
-planned by ``chunks``, one Lua script each (``scripts.COMMIT``), so that Redis is never busy
-with one for long. Each chunk is atomic and carries every write of the viewers in it: a viewer's
+planned by ``chunks``, one transaction each (``senders``: MULTI/EXEC behind a fenced check on a
+single Redis, one ``scripts.COMMIT`` on a Redis Cluster), so that Redis is never busy with one
+for long. Each chunk is atomic and carries every write of the viewers in it: a viewer's
 new state (or its removal) together with all of its events of this poll. Each one checks the
 generation it was computed against and the leader's fencing token, writes, XADDs, and bumps the
 generation.
@@ -42,10 +43,9 @@ from redis.asyncio import RedisCluster
 
 from notifier.detect.chunks import plan
 from notifier.detect.codec import StreamCodec, TrackCodec
-from notifier.detect.scripts import COMMIT, META
-from notifier.detect.senders import OneByOne, Pipelined
+from notifier.detect.scripts import CHECK, COMMIT, META
+from notifier.detect.senders import ChunkWrite, OneByOne, transaction
 from notifier.errors import StateError
-from notifier.events import ENTRY_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -156,6 +156,7 @@ class StateStore:
         self._chunk_ops = chunk_ops
         self._meta = redis.register_script(META)
         self._commit = redis.register_script(COMMIT)
+        self._check = redis.register_script(CHECK)
         self.chunks_applied = 0  # commit scripts applied by this store
 
     # --- loading -------------------------------------------------------------------------------
@@ -283,35 +284,25 @@ class StateStore:
             first = found
             if first > len(chunks):
                 return CommitOutcome.COMMITTED, snapshot.generation + len(chunks)
-        keys = [
-            self._keys.meta,
-            self._keys.lease,
-            self._keys.viewers,
-            self._keys.events,
-            self._keys.streams,
-            self._keys.fence,
-        ]
         generation, sequence = snapshot.generation, snapshot.sequence
+        synced = snapshot.polls + (polled_at is not None)
         sender = await self._sender()
         outcome, at = CommitOutcome.COMMITTED, generation
         try:
             for number, chunk in enumerate(chunks, start=1):
                 if number < first:
                     continue
-                part = events[chunk.start : chunk.end]
-                head = [
-                    generation + number - 1,
-                    lease,
-                    commit if len(chunks) == 1 else f"{commit}:{number}/{len(chunks)}",
-                    sequence + chunk.end,
-                    "" if polled_at is None or number > 1 else polled_at,
-                ]
-                synced = snapshot.polls + (polled_at is not None)
-                args = self._chunk_args(head, detection, chunk, part, synced)
-                _add_streams(args, stream_writes if chunk.streams else {})
-                args[11] = _keep_flag(keep_streams, number, len(chunks))
-                await self._before_chunk(number, keys, args)
-                await sender.send(keys, args)
+                write = self._write(detection, chunk, events, synced)
+                write.generation = generation + number - 1
+                write.lease = lease
+                write.commit = commit if len(chunks) == 1 else f"{commit}:{number}/{len(chunks)}"
+                write.sequence = sequence + chunk.end
+                write.polled_at = polled_at if number == 1 else None
+                write.keep = _keep_flag(keep_streams, number, len(chunks))
+                if chunk.streams:
+                    _add_streams(write, stream_writes)
+                await self._before_chunk(number, write)
+                await sender.send(write)
                 while sender.in_flight >= sender.window or (
                     sender.in_flight and number == len(chunks)
                 ):  # the chunk before (Redis applied it while this one was encoded)
@@ -327,53 +318,51 @@ class StateStore:
         """How far a commit of these writes moves the generation on: one per chunk."""
         return len(plan(detection, events, self._chunk_ops, stream_writes))
 
-    async def _before_chunk(self, number: int, keys: list[str], args: list[Any]) -> None:
+    async def _before_chunk(self, number: int, write: ChunkWrite) -> None:
         """Called before chunk ``number`` is sent (the seam where tests let a process die, or
         the lease pass on, between chunks)."""
 
     async def _sender(self) -> Sender:
-        if isinstance(self._redis, RedisCluster):
-            return OneByOne(self._commit)
-        return Pipelined(self._redis, self._commit.sha)
+        if not isinstance(self._redis, RedisCluster):
+            await self._redis.script_load(CHECK)  # one round trip; a restarted Redis forgot it
+            sender = await transaction(
+                self._redis,
+                self._keys,
+                check=self._check.sha,
+                maxlen=self._maxlen,
+                lease_ttl_ms=self._lease_ttl_ms,
+            )
+            if sender is not None:
+                return sender
+        return OneByOne(
+            self._commit, self._keys, maxlen=self._maxlen, lease_ttl_ms=self._lease_ttl_ms
+        )
 
-    def _chunk_args(
-        self,
-        head: list[Any],
+    @staticmethod
+    def _write(
         detection: Detection | Checkpoint,
         chunk: Chunk,
         events: Sequence[EncodedEvent],
         synced: int,
-    ) -> list[Any]:
+    ) -> ChunkWrite:
+        """The chunk's writes; the store fills in what it is checked against."""
         encode = functools.partial(TrackCodec.encode, synced=synced)
-        upserts = detection.upserts
-        args: list[Any] = [
-            *head,
-            self._maxlen,
-            len(chunk.upserts),
-            len(chunk.deletes),
-            len(events),
-            0,  # stream upserts and deletes: _add_streams fills them in
-            0,
-            "",  # audiences: as they were
-            *ENTRY_FIELDS,
-            self._lease_ttl_ms,
-        ]
+        tracks = detection.upserts
+        upserts: list[str | bytes] = []
         for viewer_id in chunk.upserts:
-            args += (viewer_id, encode(upserts[viewer_id]))
-        args += chunk.deletes
-        for event in events:
-            args += event.values()
-        return args
+            upserts += (viewer_id, encode(tracks[viewer_id]))
+        return ChunkWrite(
+            0, "", "", 0, None, "", upserts, chunk.deletes, events, chunk.start, chunk.end, [], []
+        )
 
 
-def _add_streams(args: list[Any], writes: Mapping[StreamId, StreamState | None]) -> None:
-    """Append a chunk's stream writes, and their counts in the chunk's head."""
-    upserts = [(stream, state) for stream, state in writes.items() if state is not None]
-    deletes = [stream for stream, state in writes.items() if state is None]
-    args[9], args[10] = len(upserts), len(deletes)  # after the head and maxlen, upserts ...
-    for stream, state in upserts:
-        args += StreamCodec.encode(stream, state)
-    args += [StreamCodec.name(stream) for stream in deletes]
+def _add_streams(write: ChunkWrite, writes: Mapping[StreamId, StreamState | None]) -> None:
+    """Add a commit's stream writes to its last chunk."""
+    for stream, state in writes.items():
+        if state is None:
+            write.stream_deletes.append(StreamCodec.name(stream))
+        else:
+            write.stream_upserts += StreamCodec.encode(stream, state)
 
 
 def _resume_point(meta: dict[str, str], generation: int, commit: str, chunks: int) -> int | None:
@@ -394,10 +383,9 @@ def _number(meta: dict[str, str], field: str) -> int:
         raise StateError(f"meta field {field} is not a number: {meta[field]!r}") from None
 
 
-def _outcome(reply: list[Any]) -> tuple[CommitOutcome, int]:
+def _outcome(reply: tuple[str, int]) -> tuple[CommitOutcome, int]:
     status, generation = reply
-    text = status.decode() if isinstance(status, bytes) else str(status)
-    return CommitOutcome(text), int(generation)
+    return CommitOutcome(status), generation
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:

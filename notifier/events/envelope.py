@@ -95,10 +95,13 @@ def _namespace(epoch: str) -> bytes:
     return uuid.UUID(epoch).bytes
 
 
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def _uuid5(namespace: bytes, name: str) -> str:
     # RFC 4122 name-based UUIDs are defined with SHA-1; version 5, variant 10xx.
     h = hashlib.sha1(namespace + name.encode()).hexdigest()  # noqa: S324
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def event_id(epoch: str, sequence: int, event_type: str = "", subject: str = "") -> str:
