@@ -169,6 +169,30 @@ def test_tracks_round_trip_through_msgpack() -> None:
     assert TrackCodec.decode(blob, polls=7) == track
 
 
+def test_whole_number_scores_are_stored_as_integers_and_read_back_as_the_same_floats() -> None:
+    """A whole score takes one byte of msgpack, not nine; a fractional one is kept as it is;
+    both read back as the floats they were."""
+    track = Track(
+        record=b'{"id":"a"}',
+        seen_at=5,
+        anchor_score=42.5,
+        last_score=87.0,
+        health_min=42.5,
+        health_max=87.0,
+        health_sum=1e15,
+        polls=3,
+        measured_polls=3,
+    )
+    blob = TrackCodec.encode(track, synced=1)
+    stored = msgspec.msgpack.decode(blob)
+    assert [stored[i] for i in (6, 8, 13, 14, 15)] == [42.5, 87, 42.5, 87, 10**15]
+    assert [type(stored[i]) for i in (8, 14, 15)] == [int, int, int]
+    back = TrackCodec.decode(blob, polls=1)
+    assert back == track
+    assert type(back.last_score) is float
+    assert type(back.health_sum) is float
+
+
 # --- properties over random poll sequences ---------------------------------------------------
 
 IDS = ["a", "b", "c", "d"]
