@@ -44,6 +44,27 @@ def plan(
     chunks: list[Chunk] = []
     current = Chunk(0, 0, [], [])
     ops = 0
+    subjects = [emission.viewer_id for emission in emissions]
+    index = 0
+    while index < viewer_events:  # a viewer's events (``take`` inline: a first poll's hot loop)
+        subject = subjects[index]
+        end = index + 1
+        while end < viewer_events and subjects[end] == subject:
+            end += 1
+        upserted = subject in upserts
+        deleted = not upserted and subject in removed
+        cost = end - index + (upserted or deleted)
+        if ops and ops + cost > limit:
+            chunks.append(current)
+            current, ops = Chunk(index, index, [], []), 0
+        ops += cost
+        current.end = end
+        if upserted:
+            current.upserts.append(subject)
+        elif deleted:
+            current.deletes.append(subject)
+        placed.add(subject)
+        index = end
 
     def take(cost: int, start: int) -> None:
         nonlocal current, ops
@@ -52,21 +73,6 @@ def plan(
             current, ops = Chunk(start, start, [], []), 0
         ops += cost
 
-    index = 0
-    while index < viewer_events:
-        subject = emissions[index].viewer_id
-        end = index + 1
-        while end < viewer_events and emissions[end].viewer_id == subject:
-            end += 1
-        owned = subject in upserts or subject in removed
-        take(end - index + owned, index)
-        current.end = end
-        if subject in upserts:
-            current.upserts.append(subject)
-        elif subject in removed:
-            current.deletes.append(subject)
-        placed.add(subject)
-        index = end
     for viewer_id in upserts:
         if viewer_id not in placed:
             take(1, viewer_events)

@@ -157,7 +157,9 @@ class StateStore:
         self._meta = redis.register_script(META)
         self._commit = redis.register_script(COMMIT)
         self._check = redis.register_script(CHECK)
-        self.chunks_applied = 0  # commit scripts applied by this store
+        self.chunks_applied = 0  # commit chunks applied by this store
+        # The writes last planned (held, so that ``is`` compares them), their counts, the plan.
+        self._planned: tuple[tuple[object, ...], tuple[int, int], list[Chunk]] | None = None
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -274,7 +276,8 @@ class StateStore:
         """
         commit = commit_id or uuid.uuid4().hex  # a re-sent copy is recognised, not stale
         stream_writes = dict(streams or {})
-        chunks = plan(detection, len(events), self._chunk_ops, len(stream_writes))
+        chunks = self._plan(detection, len(events), len(stream_writes))
+        self._planned = None  # (not held past its commit: a first poll's events are large)
         first = 1
         if resume:
             await self._redis.script_load(COMMIT)  # a restarted Redis has forgotten it
@@ -316,7 +319,25 @@ class StateStore:
 
     def generations(self, detection: Detection, events: int, stream_writes: int = 0) -> int:
         """How far a commit of these writes moves the generation on: one per chunk."""
-        return len(plan(detection, events, self._chunk_ops, stream_writes))
+        return len(self._plan(detection, events, stream_writes))
+
+    def _plan(
+        self, detection: Detection | Checkpoint, events: int, stream_writes: int
+    ) -> list[Chunk]:
+        """``chunks.plan``, kept from ``generations()`` to the commit of the same writes: the
+        poller asks how many generations a poll takes before it commits it (a first poll of
+        100k: some 20 ms a plan)."""
+        writes = (detection.emissions, detection.upserts, detection.deletes)
+        last = self._planned
+        if (
+            last is not None
+            and all(mine is theirs for mine, theirs in zip(last[0], writes, strict=True))
+            and last[1] == (events, stream_writes)
+        ):
+            return last[2]
+        chunks = plan(detection, events, self._chunk_ops, stream_writes)
+        self._planned = (writes, (events, stream_writes), chunks)
+        return chunks
 
     async def _before_chunk(self, number: int, write: ChunkWrite) -> None:
         """Called before chunk ``number`` is sent (the seam where tests let a process die, or
