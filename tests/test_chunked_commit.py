@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import RedisCluster
 
 from notifier.config import DetectionSettings
+from notifier.detect import store as store_module
 from notifier.detect.chunks import plan
 from notifier.detect.encoding import encode_poll
 from notifier.detect.rules import detect
@@ -293,6 +294,35 @@ async def until_queued(redis: Redis, commands: int) -> None:
         clients = await redis.client_list()
         if any(client.get("multi") == str(commands) for client in clients):
             return
+
+
+async def test_a_poll_is_planned_once_for_its_generations_and_its_commit(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poller's count of generations and the commit share one plan; another poll with
+    as many writes is planned anew."""
+    planned: list[object] = []
+
+    def counting(detection: Any, *args: Any) -> Any:
+        planned.append(detection)
+        return plan(detection, *args)
+
+    monkeypatch.setattr(store_module, "plan", counting)
+    lease = await leader(redis)
+    store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store.load()
+    for first, at in ((0, 1000), (1000, 2000)):
+        detection, events = poll(snapshot, range(first, first + 100), at=at)
+        generations = store.generations(detection, len(events))
+        outcome, generation = await store.commit(
+            snapshot, detection, events, lease=lease, polled_at=at
+        )
+        assert outcome is CommitOutcome.COMMITTED
+        assert generation == snapshot.generation + generations
+        snapshot = Snapshot(
+            generation, snapshot.sequence + len(events), snapshot.epoch, detection.state
+        )
+    assert len(planned) == 2
 
 
 async def test_a_stale_leader_writes_no_chunk(redis: Redis) -> None:
