@@ -14,15 +14,20 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from structlog.testing import capture_logs
 
-from notifier.config import RedisSettings, ServerSettings
+from notifier.config import DetectionSettings, RedisSettings, ServerSettings
+from notifier.detect.encoding import encode_poll
+from notifier.detect.rules import detect
+from notifier.detect.store import CommitOutcome, StateStore
 from notifier.errors import ConfigError
 from notifier.events import Event
 from notifier.http import client_ssl
+from notifier.keys import ClusterKeys
+from notifier.lease import Lease
 from notifier.redis_client import connect_redis, redis_reason
 from notifier.simulator import PopulationSettings, Simulator, SimulatorSettings
 from notifier.sinks.base import Delivered, Retry
 from notifier.sinks.webhook import WebhookSink
-from notifier.storm import StormClient, create_session
+from notifier.storm import StormClient, Viewer, create_session
 from testkit.sink_support import webhook
 from testkit.tls import AclUser, TlsFiles, TlsRedisServer
 
@@ -207,6 +212,42 @@ async def test_rediss_with_an_acl_user_and_ca_file(
     finally:
         await client.aclose()
     assert ALICE.password not in settings.display_url()
+
+
+async def test_a_chunked_commit_over_rediss_goes_as_transactions(
+    tls_redis: TlsRedisServer, tls_files: TlsFiles
+) -> None:
+    """A first poll of 300 viewers in chunks of 50 writes, over TLS as an ACL user: each chunk
+    a transaction whose replies are read off the TLS socket; every event once, in order."""
+    settings = RedisSettings(url=tls_redis.tls_url(ALICE), ca_file=tls_files.ca_cert)
+    client = connect_redis(settings)
+    assert isinstance(client, Redis)
+    keys = ClusterKeys("tls", "big")
+    try:
+        lease = Lease(client, keys.lease, keys.fence, "me", ttl=30)
+        assert await lease.acquire()
+        assert lease.value is not None
+        store = StateStore(client, keys, maxlen=10_000, chunk_ops=50)
+        snapshot = await store.load()
+        seen = {
+            f"v{n}": Viewer(f"v{n}", 90.0, "Good", f'{{"id":"v{n}"}}'.encode()) for n in range(300)
+        }
+        detection = detect({}, seen, polled_at=1000, settings=DetectionSettings())
+        events = encode_poll(
+            detection.emissions, cluster="big", epoch=snapshot.epoch, after=0, time_ms=1000
+        )
+        outcome, generation = await store.commit(
+            snapshot, detection, events, lease=lease.value, polled_at=1000
+        )
+        assert outcome is CommitOutcome.COMMITTED
+        assert generation == store.chunks_applied == 12
+        stored: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(keys.events)  # type: ignore[assignment]
+        assert [fields[b"id"].decode() for _, fields in stored] == [e.id for e in events]
+        assert await client.hlen(keys.viewers) == 300
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_exec"]["calls"] == 12  # a transaction per chunk, no script
+    finally:
+        await client.aclose()
 
 
 async def test_rediss_takes_the_ca_from_the_url_query_too(
