@@ -3,14 +3,15 @@ stop half-way, re-derived by the next poll."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ResponseError
 
 from notifier.config import DetectionSettings
-from notifier.detect import store as store_module
 from notifier.detect.chunks import plan
 from notifier.detect.encoding import encode_poll
 from notifier.detect.rules import detect
@@ -21,9 +22,10 @@ from notifier.errors import StateError
 from notifier.keys import ClusterKeys
 from notifier.lease import Lease
 from notifier.storm import Viewer
+from testkit.redis_procs import RedisServer
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from pathlib import Path
 
     from notifier.detect.rules import Detection
     from notifier.events import EncodedEvent
@@ -79,14 +81,16 @@ async def until_applied(redis: AnyRedis, chunk: int) -> None:
 
 
 class DiesAfter(StateStore):
-    """A store whose process dies (raises) once ``chunks`` chunks have been applied."""
+    """A store whose process dies (raises) once ``chunks`` chunks have been applied: before
+    chunk ``chunks + 2`` is sent, with chunk ``chunks + 1`` in Redis waiting for its EXEC (on a
+    Redis Cluster, applied too: each chunk is a script there)."""
 
     def __init__(self, redis: AnyRedis, *args: Any, chunks: int, **kwargs: Any) -> None:
         super().__init__(redis, *args, **kwargs)
         self.redis, self.chunks = redis, chunks
 
     async def _before_chunk(self, number: int, *_: Any) -> None:
-        if number == self.chunks + 1:
+        if number == self.chunks + 2:
             await until_applied(self.redis, self.chunks)
             raise ConnectionError("killed")
 
@@ -174,12 +178,13 @@ async def test_a_viewers_events_and_state_are_never_split_between_chunks(redis: 
 async def test_a_fenced_poller_stops_and_the_new_leader_carries_on_from_its_chunks(
     redis: Redis,
 ) -> None:
-    """The lease passes to another replica after 10 chunks: FENCED; the new leader's first poll
-    emits what the refused chunks held, nothing twice."""
+    """The lease passes to another replica after 10 chunks, chunk 11 checked already and
+    waiting for its EXEC: FENCED; the new leader's first poll emits what the refused chunks
+    held, nothing twice."""
 
     class LosesLease(StateStore):
         async def _before_chunk(self, number: int, *_: Any) -> None:
-            if number == 11:
+            if number == 12:
                 await until_applied(redis, 10)
                 await redis.delete(KEYS.lease)
                 await leader(redis, "other")
@@ -250,19 +255,12 @@ async def test_a_transaction_whose_state_moves_after_its_check_writes_nothing(
     redis: Redis,
 ) -> None:
     """Another writer moves the meta hash between a chunk's check and its EXEC: Redis discards
-    the transaction (WATCH), the chunk is reported stale, and nothing of it is written."""
+    the transaction (WATCH), the chunk is reported "moved" (the store tells stale from fenced
+    by the lease), and nothing of it is written."""
 
     class Interrupted(Transaction):
-        async def send(self, write: ChunkWrite) -> None:
-            parts, queued = self.commands(write)
-            connection = self._connection
-            assert connection is not None
-            self._queued.append(queued)
-            self.in_flight += 1
-            await connection.send_packed_command(parts[:-1])  # all but the EXEC
-            await until_queued(redis, queued)  # checked, watching, the writes queued
-            await redis.hset(KEYS.meta, "generation", write.generation)  # the same value
-            await connection.send_packed_command(parts[-1:])
+        async def _before_answer(self) -> None:
+            await redis.hset(KEYS.meta, "generation", 0)  # the same value, by another client
 
     lease = await leader(redis)
     store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
@@ -280,7 +278,7 @@ async def test_a_transaction_whose_state_moves_after_its_check_writes_nothing(
     )  # fmt: skip
     try:
         await interrupted.send(write)
-        assert await interrupted.receive() == ("stale", 0)
+        assert await interrupted.receive() == ("moved", 0)
     finally:
         await interrupted.close()
     assert await stream(redis) == []
@@ -288,41 +286,76 @@ async def test_a_transaction_whose_state_moves_after_its_check_writes_nothing(
     assert await redis.hget(KEYS.meta, "commit") is None
 
 
-async def until_queued(redis: Redis, commands: int) -> None:
-    """Until a client of ``redis`` is in a MULTI with ``commands`` commands queued."""
-    while True:
-        clients = await redis.client_list()
-        if any(client.get("multi") == str(commands) for client in clients):
-            return
-
-
-async def test_a_poll_is_planned_once_for_its_generations_and_its_commit(
-    redis: Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The poller's count of generations and the commit share one plan; another poll with
-    as many writes is planned anew."""
-    planned: list[object] = []
-
-    def counting(detection: Any, *args: Any) -> Any:
-        planned.append(detection)
-        return plan(detection, *args)
-
-    monkeypatch.setattr(store_module, "plan", counting)
+async def test_a_chunk_whose_check_fails_is_discarded(redis: Redis) -> None:
+    """A check that cannot run (here: a script Redis does not know, as after a restart between
+    loading it and the chunk) is no "go": the transaction is discarded, the error raised."""
     lease = await leader(redis)
     store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
     snapshot = await store.load()
-    for first, at in ((0, 1000), (1000, 2000)):
-        detection, events = poll(snapshot, range(first, first + 100), at=at)
-        generations = store.generations(detection, len(events))
-        outcome, generation = await store.commit(
-            snapshot, detection, events, lease=lease, polled_at=at
-        )
-        assert outcome is CommitOutcome.COMMITTED
-        assert generation == snapshot.generation + generations
-        snapshot = Snapshot(
-            generation, snapshot.sequence + len(events), snapshot.epoch, detection.state
-        )
-    assert len(planned) == 2
+    detection, events = poll(snapshot, range(10))
+    (chunk,) = plan(detection, len(events), CHUNK)
+    write = StateStore._write(detection, chunk, events, 1)
+    write.lease, write.commit, write.sequence, write.polled_at = lease, "c", len(events), 1000
+    sender = await transaction(redis, KEYS, check="0" * 40, maxlen=100_000, lease_ttl_ms=30_000)
+    assert sender is not None
+    try:
+        await sender.send(write)
+        with pytest.raises(ResponseError, match="NOSCRIPT"):
+            await sender.receive()
+    finally:
+        await sender.close()
+    assert await stream(redis) == []
+    assert await redis.hlen(KEYS.viewers) == 0
+    assert await redis.ping()
+
+
+async def test_a_commit_after_redis_forgot_its_scripts_goes_through_once(redis: Redis) -> None:
+    """Redis forgets the scripts between the load and the commit (a restart, SCRIPT FLUSH): the
+    chunk whose check is unknown is discarded, the scripts are loaded again and the commit is
+    resumed; every event once."""
+    lease = await leader(redis)
+    store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store.load()
+    await redis.script_flush()
+    detection, events = poll(snapshot, range(1000))
+    outcome, generation = await store.commit(
+        snapshot, detection, events, lease=lease, polled_at=1000
+    )
+    assert outcome is CommitOutcome.COMMITTED
+    assert generation == store.generations(detection, len(events))
+    assert_exactly_once(await stream(redis), 1000)
+
+
+@pytest.mark.timeout(60)
+async def test_a_commit_after_redis_restarted_goes_through_on_the_first_try(
+    tmp_path: Path,
+) -> None:
+    """redis-server SIGKILLed and restarted from its AOF between two polls: the client's idle
+    connections are dead and the scripts forgotten, yet the next commit goes through at once,
+    every event once."""
+    server = RedisServer(tmp_path / "redis", appendonly=True, appendfsync="always")
+    with server:
+        client = Redis.from_url(server.url)
+        try:
+            lease = await leader(client)
+            store = StateStore(client, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+            snapshot = await store.load()
+            detection, events = poll(snapshot, range(500))
+            outcome, generation = await store.commit(
+                snapshot, detection, events, lease=lease, polled_at=1000
+            )
+            assert outcome is CommitOutcome.COMMITTED
+            snapshot = Snapshot(generation, len(events), snapshot.epoch, detection.state)
+            await asyncio.to_thread(server.kill)
+            await asyncio.to_thread(server.start)
+            detection, events = poll(snapshot, range(1000), at=2000)
+            outcome, _ = await store.commit(
+                snapshot, detection, events, lease=lease, polled_at=2000
+            )
+            assert outcome is CommitOutcome.COMMITTED
+            assert_exactly_once(await stream(client), 1000)
+        finally:
+            await client.aclose()
 
 
 async def test_a_stale_leader_writes_no_chunk(redis: Redis) -> None:

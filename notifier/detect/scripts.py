@@ -3,7 +3,7 @@
 Every script touches only keys of one cluster (one hash tag), so each is atomic on a Redis
 Cluster too, and each does a bounded amount of work: at most ``detection.commit_chunk`` writes.
 ``COMMIT`` is a whole chunk in one script (a Redis Cluster, the demo's embedded Redis);
-``CHECK`` only its checks, in front of the chunk's MULTI/EXEC (a single Redis server).
+``CHECK`` only its checks, in front of the chunk's MULTI (a single Redis server).
 """
 
 from __future__ import annotations
@@ -107,17 +107,12 @@ return {'ok', generation + 1}
 )
 
 # The check before one chunk's transaction (``senders.Transaction``), sent between its
-# ``WATCH meta fence`` and its MULTI. KEYS: meta, lease, fence. ARGV: generation, lease, commit
-# (chunk) id, the lease's TTL (ms). A refused chunk writes the generation it found back (the
-# same value: nothing changes), which marks the watched meta hash modified, so Redis discards
-# the transaction queued behind the check instead of applying it.
+# ``WATCH meta fence`` and its MULTI: the EXEC follows only if it answers "go". KEYS: meta,
+# lease, fence. ARGV: generation, lease, commit (chunk) id, the lease's TTL (ms).
 CHECK = (
     _checks("KEYS[3]", "ARGV[4]")
     + """
-if refused then
-  redis.call('HSET', meta, 'generation', generation)
-  return {refused, generation}
-end
+if refused then return {refused, generation} end
 return {'go', generation}
 """
 )

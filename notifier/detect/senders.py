@@ -5,11 +5,11 @@ before it left).
 A chunk goes as one of two things, the same writes either way:
 
 - ``Transaction`` (a single Redis server): ``WATCH meta fence``, the ``CHECK`` script, then the
-  writes as plain commands in ``MULTI``/``EXEC``. A refused check marks the watched meta hash
-  modified (``scripts``), so Redis discards the transaction behind it; anything else that moves
-  the generation or the fence between the WATCH and the EXEC does the same. Redis runs the
-  commands natively: a script would first copy every argument into Lua and back (a first poll
-  of 100k viewers sends 125 MB of them), which cost as much Redis time as the writes.
+  writes as plain commands in ``MULTI``, and ``EXEC`` only once the check said "go" (else
+  ``DISCARD``). Anything that moves the generation or the fence between the check and the EXEC
+  makes Redis discard the transaction (the WATCH). Redis runs the commands natively: a script
+  would first copy every argument into Lua and back (a first poll of 100k viewers sends 125 MB
+  of them), which cost as much Redis time as the writes.
 - ``OneByOne`` (a Redis Cluster client, which routes each call by its keys, or a client with no
   socket, the demo's embedded Redis): the ``COMMIT`` script, one chunk at a time.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
 
 from notifier.detect.encoding import PollEvents
 from notifier.detect.resp import XaddFrame, command
@@ -63,7 +63,9 @@ class ChunkWrite:
 
 class Sender(Protocol):
     """Sends chunks and gives their replies back in the order sent: ``(status, generation)``,
-    status one of "ok", "stale", "fenced" (``CommitOutcome``)."""
+    status one of "ok", "stale", "fenced" (``CommitOutcome``), or "moved": the chunk was
+    discarded because another writer moved the generation or the fence after its check (which
+    of the two, the lease says)."""
 
     window: int  # chunks in flight at most
     in_flight: int
@@ -77,13 +79,26 @@ class Sender(Protocol):
 
 _MULTI: Final = command("MULTI")
 _EXEC: Final = command("EXEC")
+_DISCARD: Final = command("DISCARD")
 _READ: Final = 1 << 16
 
 
+@dataclass(slots=True)
+class _Sent:
+    """A chunk on the wire, and how far its replies have been read."""
+
+    queued: int  # the commands its MULTI queues
+    answered: bool = False  # its EXEC (or DISCARD) went out
+    checked: Any = None  # the check's reply, once read
+    outcome: tuple[str, int] | ResponseError | None = None  # once every reply was read
+
+
 class Transaction:
-    """Chunks as transactions, one after the other on one connection, the next sent before the
-    reply to the one before is read: Redis applies one while the next is encoded and waits in
-    its socket, so it never idles between chunks.
+    """Chunks as transactions on one connection: ``WATCH``, the check, ``MULTI`` and the writes
+    go out at once; the ``EXEC`` follows once the check said "go" (else a ``DISCARD``), sent
+    together with the next chunk. So a chunk whose check did not pass, or failed (a script
+    Redis forgot, a key of the wrong type), is never applied, and Redis applies one chunk while
+    the next is encoded: it is never idle for long between them.
 
     The replies (one per command, a thousand ``QUEUED`` per chunk) are read straight off the
     connection's socket by hiredis, not one ``read_response()`` each: that costs some 4 µs a
@@ -91,7 +106,7 @@ class Transaction:
     login, TLS and database done) and goes back to it only when every reply was read.
     """
 
-    window = 2
+    window = 3  # the chunk being applied, the one whose EXEC just went out, the newest
 
     def __init__(
         self,
@@ -108,7 +123,7 @@ class Transaction:
         self._pool = redis.connection_pool
         self._connection: AbstractConnection | None = connection
         self._socket = reader
-        self._replies = hiredis.Reader(replyError=ResponseError)
+        self._replies = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
         timeout = getattr(connection, "socket_timeout", None)
         self._timeout = float(timeout) if timeout else None
         self._keys = keys
@@ -117,46 +132,33 @@ class Transaction:
         self._ttl = lease_ttl_ms
         self._frame = XaddFrame(keys.events)
         self._watch = command("WATCH", keys.meta, keys.fence)
-        self._queued: collections.deque[int] = collections.deque()
+        self._sent: collections.deque[_Sent] = collections.deque()
         self.in_flight = 0
 
     async def send(self, write: ChunkWrite) -> None:
         if self._connection is None:
             raise AssertionError("the transaction sender is closed")
-        parts, queued = self.commands(write)
-        self._queued.append(queued)
+        parts, queued = self.commands(write)  # encoded while Redis applies the chunk before
+        answer = await self._answer_newest() if self._sent else []
+        self._sent.append(_Sent(queued))
         self.in_flight += 1  # before the first byte: a send cut off leaves the connection dirty
-        await self._connection.send_packed_command(parts, check_health=False)
+        await self._connection.send_packed_command([*answer, *parts], check_health=False)
 
     async def receive(self) -> tuple[str, int]:
-        if not self.in_flight:
+        if not self._sent:
             raise AssertionError("no chunk in flight")
-        await self._reply()  # WATCH: OK
-        check = await self._reply()
-        await self._reply()  # MULTI: OK
-        refused: ResponseError | None = None
-        for _ in range(self._queued[0]):
-            reply = await self._reply()
-            if refused is None and isinstance(reply, ResponseError):
-                refused = reply  # refused as it was queued (OOM): the EXEC discards them all
-        applied = await self._reply()
-        self._queued.popleft()  # every reply of the chunk read: the connection is clean again
+        oldest = self._sent[0]
+        if not oldest.answered:  # the last chunk: no chunk after it takes its EXEC along
+            answer = await self._answer_newest()
+            if self._connection is None:
+                raise AssertionError("the transaction sender is closed")
+            await self._connection.send_packed_command(answer, check_health=False)
+        outcome = await self._read_through(oldest)
+        self._sent.popleft()  # every reply of the chunk read
         self.in_flight -= 1
-        status, generation = _check_reply(check)
-        if refused is not None:
-            raise refused
-        if isinstance(applied, ResponseError):
-            raise applied
-        if status != "go":
-            if applied is not None:
-                raise AssertionError(f"a chunk refused as {status} was applied")
-            return status, generation
-        if applied is None:  # the generation or the fence moved between the WATCH and EXEC
-            return "stale", generation
-        failed = next((reply for reply in applied if isinstance(reply, ResponseError)), None)
-        if failed is not None:  # a key of the wrong type: the rest was applied
-            raise failed
-        return "ok", generation + 1
+        if isinstance(outcome, ResponseError):
+            raise outcome
+        return outcome
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -167,12 +169,12 @@ class Transaction:
                 await connection.disconnect()
         finally:
             self.in_flight = 0
-            self._queued.clear()
+            self._sent.clear()
             await self._pool.release(connection)
 
     def commands(self, write: ChunkWrite) -> tuple[list[bytes], int]:
-        """The chunk as the commands sent (``WATCH``, the check, ``MULTI``, the writes,
-        ``EXEC``), and how many of them ``MULTI`` queues."""
+        """The chunk as the commands sent first (``WATCH``, the check, ``MULTI``, the
+        writes; its ``EXEC`` follows the check), and how many of them ``MULTI`` queues."""
         keys = self._keys
         check = command(
             "EVALSHA", self._check, 3, keys.meta, keys.lease, keys.fence,
@@ -201,7 +203,50 @@ class Transaction:
         writes.append(command("HSET", keys.meta, *moved))
         if write.polled_at is not None:
             writes.append(command("HINCRBY", keys.meta, "polls", 1))
-        return [self._watch, check, _MULTI, *writes, _EXEC], len(writes)
+        return [self._watch, check, _MULTI, *writes], len(writes)
+
+    async def _answer_newest(self) -> list[bytes]:
+        """Read the check of the newest chunk (it was sent without its EXEC) and answer it:
+        ``EXEC`` if it said "go", ``DISCARD`` if it refused the chunk or failed."""
+        newest = self._sent[-1]
+        await self._read_through(newest, checked_only=True)
+        await self._before_answer()
+        newest.answered = True
+        go = not isinstance(newest.checked, ResponseError) and newest.checked[0] == b"go"
+        return [_EXEC if go else _DISCARD]
+
+    async def _before_answer(self) -> None:
+        """Called after a chunk's check was read and before its EXEC goes out (the seam where
+        tests let another writer in between)."""
+
+    async def _read_through(
+        self, target: _Sent, *, checked_only: bool = False
+    ) -> tuple[str, int] | ResponseError:
+        """Read replies in order up to ``target``'s check, or all of them; its outcome."""
+        for sent in self._sent:
+            if sent.checked is None:
+                await self._reply()  # WATCH: OK
+                sent.checked = await self._reply()
+            if sent is target and checked_only:
+                return ("", 0)
+            if sent.outcome is None:
+                sent.outcome = await self._rest(sent)
+            if sent is target:
+                return sent.outcome
+        raise AssertionError("the chunk is not in flight")
+
+    async def _rest(self, sent: _Sent) -> tuple[str, int] | ResponseError:
+        """The replies of a chunk after its check: MULTI, one per command, EXEC or DISCARD."""
+        if not sent.answered:
+            raise AssertionError("a chunk's EXEC was not sent")
+        await self._reply()  # MULTI: OK
+        refused: ResponseError | None = None
+        for _ in range(sent.queued):
+            reply = await self._reply()
+            if refused is None and isinstance(reply, ResponseError):
+                refused = reply  # refused as it was queued (OOM): the EXEC discards them all
+        applied = await self._reply()  # EXEC: its replies, or None; DISCARD: OK
+        return _verdict(sent.checked, refused, applied)
 
     async def _reply(self) -> Any:
         while True:
@@ -222,6 +267,19 @@ async def transaction(
     socket to read (the embedded Redis of the demo)."""
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    if not isinstance(getattr(connection, "_reader", None), asyncio.StreamReader):
+        await pool.release(connection)
+        return None
+    try:
+        try:  # an idle connection to a Redis that restarted since may not know it yet
+            await connection.send_command("PING", check_health=False)
+            await connection.read_response()
+        except (RedisConnectionError, OSError):
+            await connection.disconnect()
+            await connection.connect()
+    except BaseException:
+        await pool.release(connection)
+        raise
     reader = getattr(connection, "_reader", None)
     if not isinstance(reader, asyncio.StreamReader):
         await pool.release(connection)
@@ -231,17 +289,28 @@ async def transaction(
     )
 
 
+def _verdict(
+    checked: Any, refused: ResponseError | None, applied: Any
+) -> tuple[str, int] | ResponseError:
+    """A chunk's outcome from its check's reply, the first command refused as it was queued,
+    and the reply to its EXEC (or DISCARD)."""
+    for error in (checked, refused, applied):
+        if isinstance(error, ResponseError):
+            return error  # (a failed check: the chunk was discarded)
+    status, generation = checked[0].decode(), int(checked[1])
+    if status != "go":
+        return status, generation  # (discarded)
+    if applied is None:  # the generation or the fence moved between the check and the EXEC
+        return "moved", generation
+    failed = next((reply for reply in applied if isinstance(reply, ResponseError)), None)
+    return failed if failed is not None else ("ok", generation + 1)  # (failed: a key of the
+    # wrong type, the rest applied)
+
+
 def _xadds(events: Sequence[EncodedEvent], start: int, end: int, frame: XaddFrame) -> list[bytes]:
     if isinstance(events, PollEvents):
         return events.xadds(start, end, frame)
     return [frame.entry(e.type, e.id.encode(), e.body) for e in events[start:end]]
-
-
-def _check_reply(reply: Any) -> tuple[str, int]:
-    if isinstance(reply, ResponseError):
-        raise reply
-    status, generation = reply
-    return status.decode(), int(generation)
 
 
 class OneByOne:

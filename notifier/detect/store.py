@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from redis.asyncio import RedisCluster
+from redis.exceptions import ResponseError
 
 from notifier.detect.chunks import plan
 from notifier.detect.codec import StreamCodec, TrackCodec
@@ -169,8 +170,7 @@ class StateStore:
         Should a commit land while the pages are read (another replica's, say), the read
         starts again.
         """
-        # Load the script now: a first EVALSHA that misses would send a large chunk twice.
-        await self._redis.script_load(COMMIT)
+        await self._load_scripts()
         for _ in range(3):
             meta = await self._read_meta()
             if "pending" in meta:
@@ -184,6 +184,13 @@ class StateStore:
             if (await self._read_meta()).get("generation") == meta.get("generation"):
                 return self._snapshot(meta, tracked, streams)
         raise StateError(f"{self._keys.meta}: the generation kept moving while the state was read")
+
+    async def _load_scripts(self) -> None:
+        """Load the scripts the commits run. A chunk whose script Redis does not know (it was
+        restarted since) is refused as a whole, and its commit is resumed after a load: a
+        first EVALSHA that missed would send a large chunk twice."""
+        await self._redis.script_load(COMMIT)
+        await self._redis.script_load(CHECK)
 
     async def _read_meta(self) -> dict[str, str]:
         return _pairs(await self._meta(keys=[self._keys.meta], args=[str(uuid.uuid4())]))
@@ -278,9 +285,37 @@ class StateStore:
         stream_writes = dict(streams or {})
         chunks = self._plan(detection, len(events), len(stream_writes))
         self._planned = None  # (not held past its commit: a first poll's events are large)
+        send = functools.partial(
+            self._send, snapshot, detection, events, chunks=chunks, lease=lease,
+            polled_at=polled_at, stream_writes=stream_writes, keep_streams=keep_streams,
+            commit=commit,
+        )  # fmt: skip
+        try:
+            return await send(resume=resume)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await send(resume=True)  # Redis restarted since the scripts were loaded
+
+    async def _send(
+        self,
+        snapshot: Snapshot,
+        detection: Detection | Checkpoint,
+        events: Sequence[EncodedEvent],
+        *,
+        chunks: list[Chunk],
+        lease: str,
+        polled_at: int | None,
+        stream_writes: Mapping[StreamId, StreamState | None],
+        keep_streams: KeepStreams | None,
+        commit: str,
+        resume: bool,
+    ) -> tuple[CommitOutcome, int]:
+        """The chunks of ``commit``, the first ones Redis applied already skipped if
+        ``resume``."""
         first = 1
         if resume:
-            await self._redis.script_load(COMMIT)  # a restarted Redis has forgotten it
+            await self._load_scripts()  # a restarted Redis has forgotten them
             found = _resume_point(await self._read_meta(), snapshot.generation, commit, len(chunks))
             if found is None:
                 return CommitOutcome.STALE, snapshot.generation
@@ -309,13 +344,23 @@ class StateStore:
                 while sender.in_flight >= sender.window or (
                     sender.in_flight and number == len(chunks)
                 ):  # the chunk before (Redis applied it while this one was encoded)
-                    outcome, at = _outcome(await sender.receive())
+                    status, at = await sender.receive()
+                    outcome = await self._outcome(status, lease)
                     if outcome is not CommitOutcome.COMMITTED:
                         return outcome, at
                     self.chunks_applied += 1
         finally:
             await sender.close()
         return outcome, at
+
+    async def _outcome(self, status: str, lease: str) -> CommitOutcome:
+        """A chunk's status as an outcome; a chunk another writer interrupted ("moved") is
+        FENCED if the lease is someone else's now, STALE if it is still this one's."""
+        if status != "moved":
+            return CommitOutcome(status)
+        holder = await self._redis.get(self._keys.lease)
+        text = holder.decode() if isinstance(holder, bytes) else holder
+        return CommitOutcome.STALE if text == lease else CommitOutcome.FENCED
 
     def generations(self, detection: Detection, events: int, stream_writes: int = 0) -> int:
         """How far a commit of these writes moves the generation on: one per chunk."""
@@ -341,11 +386,11 @@ class StateStore:
 
     async def _before_chunk(self, number: int, write: ChunkWrite) -> None:
         """Called before chunk ``number`` is sent (the seam where tests let a process die, or
-        the lease pass on, between chunks)."""
+        the lease pass on, between chunks). On a single Redis, chunk ``number - 1`` is in Redis
+        then, waiting for its EXEC, which goes out with chunk ``number``."""
 
     async def _sender(self) -> Sender:
         if not isinstance(self._redis, RedisCluster):
-            await self._redis.script_load(CHECK)  # one round trip; a restarted Redis forgot it
             sender = await transaction(
                 self._redis,
                 self._keys,
@@ -402,11 +447,6 @@ def _number(meta: dict[str, str], field: str) -> int:
         return int(meta.get(field, 0))
     except ValueError:
         raise StateError(f"meta field {field} is not a number: {meta[field]!r}") from None
-
-
-def _outcome(reply: tuple[str, int]) -> tuple[CommitOutcome, int]:
-    status, generation = reply
-    return CommitOutcome(status), generation
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
