@@ -358,6 +358,33 @@ async def test_a_commit_after_redis_restarted_goes_through_on_the_first_try(
             await client.aclose()
 
 
+async def test_a_user_who_may_not_open_transactions_commits_with_the_script(
+    redis: Redis, redis_url: str
+) -> None:
+    """An ACL user denied MULTI: the chunks go as the COMMIT script instead, every event once
+    (no write ever goes out unchecked)."""
+    await redis.acl_setuser(
+        "bob", enabled=True, passwords=["+bob-pass"], keys=["*"], channels=["*"],
+        commands=["+@all", "-multi"],
+    )  # fmt: skip
+    host = redis_url.removeprefix("redis://")
+    client = Redis.from_url(f"redis://bob:bob-pass@{host}")
+    try:
+        lease = await leader(client)
+        store = StateStore(client, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+        snapshot = await store.load()
+        await redis.config_resetstat()
+        detection, events = poll(snapshot, range(1000))
+        outcome, _ = await store.commit(snapshot, detection, events, lease=lease, polled_at=1000)
+        assert outcome is CommitOutcome.COMMITTED
+        assert_exactly_once(await stream(client), 1000)
+        stats = await redis.info("commandstats")
+        assert "cmdstat_exec" not in stats
+        assert stats["cmdstat_evalsha"]["calls"] == store.generations(detection, len(events))
+    finally:
+        await client.aclose()
+
+
 async def test_a_stale_leader_writes_no_chunk(redis: Redis) -> None:
     """A, paused past its lease, wakes while B leads: its first chunk is fenced, nothing of
     A's poll reaches Redis."""

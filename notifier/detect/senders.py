@@ -225,8 +225,9 @@ class Transaction:
         """Read replies in order up to ``target``'s check, or all of them; its outcome."""
         for sent in self._sent:
             if sent.checked is None:
-                await self._reply()  # WATCH: OK
-                sent.checked = await self._reply()
+                watched = await self._reply()  # OK, or an error: then no EXEC either
+                checked = await self._reply()
+                sent.checked = watched if isinstance(watched, ResponseError) else checked
             if sent is target and checked_only:
                 return ("", 0)
             if sent.outcome is None:
@@ -272,21 +273,34 @@ async def transaction(
         return None
     try:
         try:  # an idle connection to a Redis that restarted since may not know it yet
-            await connection.send_command("PING", check_health=False)
-            await connection.read_response()
+            usable = await _transactions_allowed(connection)
         except (RedisConnectionError, OSError):
             await connection.disconnect()
             await connection.connect()
+            usable = await _transactions_allowed(connection)
     except BaseException:
         await pool.release(connection)
         raise
     reader = getattr(connection, "_reader", None)
-    if not isinstance(reader, asyncio.StreamReader):
+    if not usable or not isinstance(reader, asyncio.StreamReader):
         await pool.release(connection)
         return None
     return Transaction(
         redis, connection, reader, keys, check=check, maxlen=maxlen, lease_ttl_ms=lease_ttl_ms
     )
+
+
+async def _transactions_allowed(connection: AbstractConnection) -> bool:
+    """``MULTI`` then ``DISCARD``: whether this connection may open a transaction (an ACL
+    user may not: its chunks go as scripts then), and that it is alive."""
+    await connection.send_packed_command([_MULTI, _DISCARD], check_health=False)
+    allowed = True
+    for _ in range(2):
+        try:
+            await connection.read_response()
+        except ResponseError:  # (read whole: the connection stays in step)
+            allowed = False
+    return allowed
 
 
 def _verdict(
