@@ -251,6 +251,18 @@ async def again(redis: Redis, kind: str) -> Sender:
     return sender
 
 
+async def first_chunk(redis: Redis) -> ChunkWrite:
+    """The one chunk of a first poll of 10 viewers, led by this test, not sent yet."""
+    lease = await leader(redis)
+    store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
+    snapshot = await store.load()
+    detection, events = poll(snapshot, range(10))
+    (chunk,) = plan(detection, len(events), CHUNK)
+    write = StateStore._write(detection, chunk, events, 1)
+    write.lease, write.commit, write.sequence, write.polled_at = lease, "c", len(events), 1000
+    return write
+
+
 async def test_a_transaction_whose_state_moves_after_its_check_writes_nothing(
     redis: Redis,
 ) -> None:
@@ -262,13 +274,7 @@ async def test_a_transaction_whose_state_moves_after_its_check_writes_nothing(
         async def _before_answer(self) -> None:
             await redis.hset(KEYS.meta, "generation", 0)  # the same value, by another client
 
-    lease = await leader(redis)
-    store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
-    snapshot = await store.load()
-    detection, events = poll(snapshot, range(10))
-    (chunk,) = plan(detection, len(events), CHUNK)
-    write = StateStore._write(detection, chunk, events, 1)
-    write.lease, write.commit, write.sequence, write.polled_at = lease, "c", len(events), 1000
+    write = await first_chunk(redis)
     check = await redis.script_load(CHECK)
     sender = await transaction(redis, KEYS, check=check, maxlen=100_000, lease_ttl_ms=30_000)
     assert sender is not None
@@ -289,13 +295,7 @@ async def test_a_transaction_whose_state_moves_after_its_check_writes_nothing(
 async def test_a_chunk_whose_check_fails_is_discarded(redis: Redis) -> None:
     """A check that cannot run (here: a script Redis does not know, as after a restart between
     loading it and the chunk) is no "go": the transaction is discarded, the error raised."""
-    lease = await leader(redis)
-    store = StateStore(redis, KEYS, maxlen=100_000, chunk_ops=CHUNK)
-    snapshot = await store.load()
-    detection, events = poll(snapshot, range(10))
-    (chunk,) = plan(detection, len(events), CHUNK)
-    write = StateStore._write(detection, chunk, events, 1)
-    write.lease, write.commit, write.sequence, write.polled_at = lease, "c", len(events), 1000
+    write = await first_chunk(redis)
     sender = await transaction(redis, KEYS, check="0" * 40, maxlen=100_000, lease_ttl_ms=30_000)
     assert sender is not None
     try:
