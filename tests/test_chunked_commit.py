@@ -12,12 +12,12 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
 from notifier.config import DetectionSettings
-from notifier.detect.chunks import plan
+from notifier.detect.chunks import ChunkWrite, plan
 from notifier.detect.encoding import encode_poll
 from notifier.detect.rules import detect
 from notifier.detect.scripts import CHECK, COMMIT
-from notifier.detect.senders import ChunkWrite, OneByOne, Sender, Transaction, transaction
-from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot, StateStore
+from notifier.detect.senders import OneByOne, Sender, Transaction, transaction
+from notifier.detect.store import Checkpoint, CommitOutcome, Snapshot, StateStore, TrackCodec
 from notifier.errors import StateError
 from notifier.keys import ClusterKeys
 from notifier.lease import Lease
@@ -258,9 +258,14 @@ async def first_chunk(redis: Redis) -> ChunkWrite:
     snapshot = await store.load()
     detection, events = poll(snapshot, range(10))
     (chunk,) = plan(detection, len(events), CHUNK)
-    write = StateStore._write(detection, chunk, events, 1)
-    write.lease, write.commit, write.sequence, write.polled_at = lease, "c", len(events), 1000
-    return write
+    upserts: list[str | bytes] = []
+    for viewer_id in chunk.upserts:
+        upserts += (viewer_id, TrackCodec.encode(detection.upserts[viewer_id], synced=1))
+    return ChunkWrite(
+        generation=0, lease=lease, commit="c", sequence=len(events), polled_at=1000, keep="",
+        upserts=upserts, deletes=[], events=events, start=chunk.start, end=chunk.end,
+        stream_upserts=[], stream_deletes=[],
+    )  # fmt: skip
 
 
 async def test_a_transaction_whose_state_moves_after_its_check_writes_nothing(

@@ -4,14 +4,18 @@ stops half-way)."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from notifier.detect.rules import Detection
     from notifier.detect.store import Checkpoint
+    from notifier.events import EncodedEvent
 
-__all__ = ["Chunk", "plan"]
+__all__ = ["Chunk", "ChunkWrite", "KeepStreams", "keep_flag", "plan"]
 
 
 @dataclass(slots=True)
@@ -23,6 +27,50 @@ class Chunk:
     upserts: list[str]
     deletes: list[str]
     streams: bool = False  # the last chunk: it writes the stream states too
+
+
+@dataclass(slots=True)
+class ChunkWrite:
+    """One chunk as it is sent: what it is checked against and what it writes."""
+
+    generation: int  # the generation Redis must be at (the chunk before left it)
+    lease: str  # the lease the commit is written under
+    commit: str  # the chunk's id (``meta.commit`` once it is applied)
+    sequence: int  # the last event's sequence after the chunk
+    polled_at: int | None  # the poll's start (ms), on a poll's first chunk; else None
+    keep: str  # the stream states: "1" kept from now on, "-1" no longer, "" as they were
+    upserts: list[str | bytes]  # viewer id, stored state, ...
+    deletes: list[str]  # viewer ids
+    events: Sequence[EncodedEvent]  # the commit's events; the chunk's are [start, end)
+    start: int
+    end: int
+    stream_upserts: list[str | bytes]  # stream name, stored state, ... (the last chunk)
+    stream_deletes: list[str | bytes]
+
+
+class KeepStreams(enum.Enum):
+    """Whether a commit's stream states are kept from now on, and from which chunk.
+
+    A cluster's meta says whether its stream states are kept (``audiences``); a load that
+    finds none kept takes the audiences as they are (no events), while one that finds them
+    kept and an audience without a state knows its start was lost with a last chunk.
+    """
+
+    KEPT = "kept"  # kept already: nothing to mark
+    FIRST = "first"  # kept from the first chunk on: the first poll from no state
+    LAST = "last"  # with the states of the last chunk: audiences taken over as they are
+    OFF = "off"  # stream events are off: forget the states (they would go stale)
+
+
+def keep_flag(keep: KeepStreams | None, number: int, chunks: int) -> str:
+    """``ChunkWrite.keep`` of chunk ``number`` of ``chunks``."""
+    if keep is KeepStreams.FIRST and number == 1:
+        return "1"
+    if keep is KeepStreams.LAST and number == chunks:
+        return "1"
+    if keep is KeepStreams.OFF and number == 1:
+        return "-1"
+    return ""
 
 
 def plan(

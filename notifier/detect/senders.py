@@ -36,29 +36,11 @@ if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
     from redis.commands.core import AsyncScript
 
+    from notifier.detect.chunks import ChunkWrite
     from notifier.events import EncodedEvent
     from notifier.keys import ClusterKeys
 
-__all__ = ["ChunkWrite", "OneByOne", "Sender", "Transaction", "transaction"]
-
-
-@dataclass(slots=True)
-class ChunkWrite:
-    """One chunk of a commit: what it is checked against and what it writes."""
-
-    generation: int  # the generation Redis must be at (the chunk before left it)
-    lease: str  # the lease the commit is written under
-    commit: str  # the chunk's id (``meta.commit`` once it is applied)
-    sequence: int  # the last event's sequence after the chunk
-    polled_at: int | None  # the poll's start (ms), on a poll's first chunk; else None
-    keep: str  # the stream states: "1" kept from now on, "-1" no longer, "" as they were
-    upserts: list[str | bytes]  # viewer id, stored state, ...
-    deletes: list[str]  # viewer ids
-    events: Sequence[EncodedEvent]  # the commit's events; the chunk's are [start, end)
-    start: int
-    end: int
-    stream_upserts: list[str | bytes]  # stream name, stored state, ...
-    stream_deletes: list[str | bytes]
+__all__ = ["OneByOne", "Sender", "Transaction", "transaction"]
 
 
 class Sender(Protocol):

@@ -42,10 +42,10 @@ import msgspec
 from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
-from notifier.detect.chunks import plan
+from notifier.detect.chunks import ChunkWrite, KeepStreams, keep_flag, plan
 from notifier.detect.codec import StreamCodec, TrackCodec
 from notifier.detect.scripts import CHECK, COMMIT, META
-from notifier.detect.senders import ChunkWrite, OneByOne, transaction
+from notifier.detect.senders import OneByOne, transaction
 from notifier.errors import StateError
 
 if TYPE_CHECKING:
@@ -72,30 +72,6 @@ __all__ = [
 CHUNK_OPS = 2000
 """Upserts, deletes and events in one script at most: about 20 ms of Redis time."""
 LOAD_PAGE = 2000  # viewers per HSCAN page
-
-
-class KeepStreams(enum.Enum):
-    """Whether a commit's stream states are kept from now on, and from which chunk.
-
-    A cluster's meta says whether its stream states are kept (``audiences``); a load that
-    finds none kept takes the audiences as they are (no events), while one that finds them
-    kept and an audience without a state knows its start was lost with a last chunk.
-    """
-
-    KEPT = "kept"  # kept already: nothing to mark
-    FIRST = "first"  # kept from the first chunk on: the first poll from no state
-    LAST = "last"  # with the states of the last chunk: audiences taken over as they are
-    OFF = "off"  # stream events are off: forget the states (they would go stale)
-
-
-def _keep_flag(keep: KeepStreams | None, number: int, chunks: int) -> str:
-    if keep is KeepStreams.FIRST and number == 1:
-        return "1"
-    if keep is KeepStreams.LAST and number == chunks:
-        return "1"
-    if keep is KeepStreams.OFF and number == 1:
-        return "-1"
-    return ""
 
 
 class CommitOutcome(enum.Enum):
@@ -324,21 +300,32 @@ class StateStore:
                 return CommitOutcome.COMMITTED, snapshot.generation + len(chunks)
         generation, sequence = snapshot.generation, snapshot.sequence
         synced = snapshot.polls + (polled_at is not None)
+        encode = functools.partial(TrackCodec.encode, synced=synced)
+        stream_upserts, stream_deletes = _stored_streams(stream_writes)
         sender = await self._sender()
         outcome, at = CommitOutcome.COMMITTED, generation
         try:
             for number, chunk in enumerate(chunks, start=1):
                 if number < first:
                     continue
-                write = self._write(detection, chunk, events, synced)
-                write.generation = generation + number - 1
-                write.lease = lease
-                write.commit = commit if len(chunks) == 1 else f"{commit}:{number}/{len(chunks)}"
-                write.sequence = sequence + chunk.end
-                write.polled_at = polled_at if number == 1 else None
-                write.keep = _keep_flag(keep_streams, number, len(chunks))
-                if chunk.streams:
-                    _add_streams(write, stream_writes)
+                upserts: list[str | bytes] = []
+                for viewer_id in chunk.upserts:
+                    upserts += (viewer_id, encode(detection.upserts[viewer_id]))
+                write = ChunkWrite(
+                    generation=generation + number - 1,
+                    lease=lease,
+                    commit=commit if len(chunks) == 1 else f"{commit}:{number}/{len(chunks)}",
+                    sequence=sequence + chunk.end,
+                    polled_at=polled_at if number == 1 else None,
+                    keep=keep_flag(keep_streams, number, len(chunks)),
+                    upserts=upserts,
+                    deletes=chunk.deletes,
+                    events=events,
+                    start=chunk.start,
+                    end=chunk.end,
+                    stream_upserts=stream_upserts if chunk.streams else [],
+                    stream_deletes=stream_deletes if chunk.streams else [],
+                )
                 await self._before_chunk(number, write)
                 await sender.send(write)
                 while sender.in_flight >= sender.window or (
@@ -404,31 +391,19 @@ class StateStore:
             self._commit, self._keys, maxlen=self._maxlen, lease_ttl_ms=self._lease_ttl_ms
         )
 
-    @staticmethod
-    def _write(
-        detection: Detection | Checkpoint,
-        chunk: Chunk,
-        events: Sequence[EncodedEvent],
-        synced: int,
-    ) -> ChunkWrite:
-        """The chunk's writes; the store fills in what it is checked against."""
-        encode = functools.partial(TrackCodec.encode, synced=synced)
-        tracks = detection.upserts
-        upserts: list[str | bytes] = []
-        for viewer_id in chunk.upserts:
-            upserts += (viewer_id, encode(tracks[viewer_id]))
-        return ChunkWrite(
-            0, "", "", 0, None, "", upserts, chunk.deletes, events, chunk.start, chunk.end, [], []
-        )
 
-
-def _add_streams(write: ChunkWrite, writes: Mapping[StreamId, StreamState | None]) -> None:
-    """Add a commit's stream writes to its last chunk."""
+def _stored_streams(
+    writes: Mapping[StreamId, StreamState | None],
+) -> tuple[list[str | bytes], list[str | bytes]]:
+    """A commit's stream writes as its last chunk sends them: name, state, ... and names."""
+    upserts: list[str | bytes] = []
+    deletes: list[str | bytes] = []
     for stream, state in writes.items():
         if state is None:
-            write.stream_deletes.append(StreamCodec.name(stream))
+            deletes.append(StreamCodec.name(stream))
         else:
-            write.stream_upserts += StreamCodec.encode(stream, state)
+            upserts += StreamCodec.encode(stream, state)
+    return upserts, deletes
 
 
 def _resume_point(meta: dict[str, str], generation: int, commit: str, chunks: int) -> int | None:
